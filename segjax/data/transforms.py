@@ -1,0 +1,412 @@
+"""MMSegmentation's data transforms on numpy (cv2 / PIL), with mmseg's semantics.
+
+A pipeline is a list of mmseg-style dicts (``dict(type='Resize', img_scale=(2048, 1024),
+ratio_range=(0.5, 2.0))``); ``build_pipeline`` returns a callable on a results dict with mmseg's
+keys (``img``, ``gt_semantic_seg``, ``img_shape``, ``ori_shape``, ``pad_shape``,
+``scale_factor``, ``flip``, ...). Random transforms draw from an explicit
+``np.random.Generator`` so a run is reproducible on any number of workers.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+class DataError(ValueError):
+  """A problem with a data file; the message names the file."""
+
+
+# --------------------------------------------------------------------------- mmcv image helpers
+
+def _scale_size(size, scale):
+  w, h = size
+  return int(w * float(scale) + 0.5), int(h * float(scale) + 0.5)
+
+
+def rescale_size(old_size, scale):
+  """mmcv ``rescale_size``: (new_w, new_h), scale_factor for a number or a (long, short) edge pair."""
+  w, h = old_size
+  if isinstance(scale, (float, int)):
+    if scale <= 0:
+      raise ValueError(f"Invalid scale {scale}, must be positive.")
+    scale_factor = scale
+  else:
+    max_long_edge, max_short_edge = max(scale), min(scale)
+    scale_factor = min(max_long_edge / max(h, w), max_short_edge / min(h, w))
+  return _scale_size((w, h), scale_factor), scale_factor
+
+
+_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+           "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+
+
+def imresize(img, size, interpolation="bilinear"):
+  """mmcv ``imresize`` (cv2 backend) to ``size=(w, h)``."""
+  return cv2.resize(img, tuple(int(s) for s in size), interpolation=_INTERP[interpolation])
+
+
+def imrescale(img, scale, interpolation="bilinear"):
+  h, w = img.shape[:2]
+  new_size, _ = rescale_size((w, h), scale)
+  return imresize(img, new_size, interpolation)
+
+
+def impad(img, shape, pad_val=0):
+  """Pad bottom/right to ``shape=(h, w)`` with a constant."""
+  ph, pw = shape[0] - img.shape[0], shape[1] - img.shape[1]
+  if ph < 0 or pw < 0:
+    raise ValueError(f"pad shape {tuple(shape)} is smaller than the image {img.shape[:2]}")
+  pad = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
+  return np.pad(img, pad, constant_values=pad_val)
+
+
+def imflip(img, direction="horizontal"):
+  return np.ascontiguousarray(img[:, ::-1] if direction == "horizontal" else img[::-1])
+
+
+# --------------------------------------------------------------------------------- transforms
+
+class LoadImageFromFile:
+  """Read ``img_prefix/img_info.filename`` as cv2 does (BGR, uint8)."""
+
+  def __init__(self, to_float32=False, color_type="color", imdecode_backend="cv2", file_client_args=None):
+    self.to_float32 = to_float32
+    self.flag = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE,
+                 "unchanged": cv2.IMREAD_UNCHANGED}[color_type]
+
+  def __call__(self, results):
+    prefix = results.get("img_prefix")
+    filename = results["img_info"]["filename"]
+    path = os.path.join(prefix, filename) if prefix else filename
+    buf = np.fromfile(path, np.uint8) if os.path.exists(path) else None
+    if buf is None:
+      raise DataError(f"image file not found: {path}")
+    img = cv2.imdecode(buf, self.flag)
+    if img is None:
+      raise DataError(f"cannot decode image file: {path}")
+    if self.to_float32:
+      img = img.astype(np.float32)
+    results.update(filename=path, ori_filename=filename, img=img, img_shape=img.shape,
+                   ori_shape=img.shape, pad_shape=img.shape, scale_factor=1.0)
+    results["img_norm_cfg"] = dict(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32),
+                                   to_rgb=False)
+    return results
+
+
+class LoadAnnotations:
+  """Read the label map with PIL ('unchanged': palette PNGs give indices), then ``label_map`` and
+  ``reduce_zero_label`` (0 -> 255, others minus 1)."""
+
+  def __init__(self, reduce_zero_label=False, imdecode_backend="pillow", file_client_args=None):
+    self.reduce_zero_label = reduce_zero_label
+
+  def __call__(self, results):
+    prefix = results.get("seg_prefix")
+    filename = results["ann_info"]["seg_map"]
+    path = os.path.join(prefix, filename) if prefix else filename
+    try:
+      with Image.open(path) as im:
+        seg = np.array(im)
+    except FileNotFoundError:
+      raise DataError(f"label file not found: {path}") from None
+    except OSError as e:
+      raise DataError(f"cannot read label file {path}: {e}") from None
+    if seg.ndim == 3:
+      raise DataError(f"label file {path} has {seg.shape[2]} channels; expected a single-channel "
+                      "(or palette) PNG of class indices")
+    seg = seg.astype(np.uint8)
+    label_map = results.get("label_map") or {}
+    if label_map:
+      original = seg.copy()
+      for old_id, new_id in label_map.items():
+        seg[original == old_id] = new_id
+    if self.reduce_zero_label:
+      seg[seg == 0] = 255
+      seg = seg - 1
+      seg[seg == 254] = 255
+    results["gt_semantic_seg"] = seg
+    results.setdefault("seg_fields", []).append("gt_semantic_seg")
+    return results
+
+
+class Resize:
+  """mmseg ``Resize``: ``img_scale`` (one scale, a list sampled by ``multiscale_mode``, or one scale
+  times a ratio from ``ratio_range``), ``keep_ratio`` via mmcv's rescale rounding."""
+
+  def __init__(self, img_scale=None, multiscale_mode="range", ratio_range=None, keep_ratio=True,
+               min_size=None):
+    if img_scale is None:
+      self.img_scale = None
+    elif isinstance(img_scale, list):
+      self.img_scale = [tuple(s) for s in img_scale]
+    else:
+      self.img_scale = [tuple(img_scale)]
+    if ratio_range is not None and self.img_scale is not None and len(self.img_scale) != 1:
+      raise ValueError("Resize: ratio_range needs exactly one img_scale")
+    if multiscale_mode not in ("value", "range"):
+      raise ValueError(f"Resize: multiscale_mode={multiscale_mode!r}; expected 'value' or 'range'")
+    self.multiscale_mode = multiscale_mode
+    self.ratio_range = ratio_range
+    self.keep_ratio = keep_ratio
+    self.min_size = min_size
+
+  @staticmethod
+  def random_sample_ratio(img_scale, ratio_range, rng):
+    min_ratio, max_ratio = ratio_range
+    ratio = rng.random() * (max_ratio - min_ratio) + min_ratio
+    return int(img_scale[0] * ratio), int(img_scale[1] * ratio)
+
+  def _random_scale(self, results, rng):
+    if self.img_scale is None:
+      h, w = results["img"].shape[:2]
+      return self.random_sample_ratio((w, h), self.ratio_range, rng)
+    if self.ratio_range is not None:
+      return self.random_sample_ratio(self.img_scale[0], self.ratio_range, rng)
+    if len(self.img_scale) == 1:
+      return self.img_scale[0]
+    if self.multiscale_mode == "range":
+      longs = [max(s) for s in self.img_scale]
+      shorts = [min(s) for s in self.img_scale]
+      return (int(rng.integers(min(longs), max(longs) + 1)),
+              int(rng.integers(min(shorts), max(shorts) + 1)))
+    return self.img_scale[int(rng.integers(len(self.img_scale)))]
+
+  def __call__(self, results, rng=None):
+    if "scale" not in results:
+      results["scale"] = self._random_scale(results, rng or np.random.default_rng())
+    img = results["img"]
+    if self.keep_ratio:
+      if self.min_size is not None:
+        # mmseg: the short side becomes at least min_size, keeping the aspect ratio.
+        new_short = max(min(results["scale"]), self.min_size)
+        h, w = img.shape[:2]
+        results["scale"] = (new_short * h / w, new_short) if h > w else (new_short, new_short * w / h)
+      new = imrescale(img, results["scale"])
+      h, w = img.shape[:2]
+      w_scale, h_scale = new.shape[1] / w, new.shape[0] / h
+    else:
+      new = imresize(img, results["scale"])
+      w_scale, h_scale = new.shape[1] / img.shape[1], new.shape[0] / img.shape[0]
+    results.update(img=new, img_shape=new.shape, pad_shape=new.shape, keep_ratio=self.keep_ratio,
+                   scale_factor=np.array([w_scale, h_scale, w_scale, h_scale], np.float32))
+    for key in results.get("seg_fields", []):
+      if self.keep_ratio:
+        results[key] = imrescale(results[key], results["scale"], "nearest")
+      else:
+        results[key] = imresize(results[key], results["scale"], "nearest")
+    return results
+
+
+class RandomCrop:
+  """Crop ``crop_size=(h, w)``; with ``cat_max_ratio < 1`` retry up to 10 times until no single
+  class (ignoring ``ignore_index``) covers more than that share of the crop."""
+
+  def __init__(self, crop_size, cat_max_ratio=1.0, ignore_index=255):
+    self.crop_size = tuple(crop_size)
+    self.cat_max_ratio = cat_max_ratio
+    self.ignore_index = ignore_index
+
+  def get_crop_bbox(self, img, rng):
+    margin_h = max(img.shape[0] - self.crop_size[0], 0)
+    margin_w = max(img.shape[1] - self.crop_size[1], 0)
+    offset_h = int(rng.integers(0, margin_h + 1))
+    offset_w = int(rng.integers(0, margin_w + 1))
+    return offset_h, offset_h + self.crop_size[0], offset_w, offset_w + self.crop_size[1]
+
+  @staticmethod
+  def crop(img, bbox):
+    y1, y2, x1, x2 = bbox
+    return img[y1:y2, x1:x2, ...]
+
+  def __call__(self, results, rng=None):
+    rng = rng or np.random.default_rng()
+    img = results["img"]
+    bbox = self.get_crop_bbox(img, rng)
+    if self.cat_max_ratio < 1.0:
+      for _ in range(10):
+        labels, cnt = np.unique(self.crop(results["gt_semantic_seg"], bbox), return_counts=True)
+        cnt = cnt[labels != self.ignore_index]
+        if len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < self.cat_max_ratio:
+          break
+        bbox = self.get_crop_bbox(img, rng)
+    img = self.crop(img, bbox)
+    results.update(img=img, img_shape=img.shape)
+    for key in results.get("seg_fields", []):
+      results[key] = self.crop(results[key], bbox)
+    return results
+
+
+class RandomFlip:
+  def __init__(self, prob=None, direction="horizontal"):
+    if direction not in ("horizontal", "vertical"):
+      raise ValueError(f"RandomFlip: direction={direction!r}; expected 'horizontal' or 'vertical'")
+    self.prob = prob
+    self.direction = direction
+
+  def __call__(self, results, rng=None):
+    if "flip" not in results:
+      results["flip"] = bool(self.prob is not None and (rng or np.random.default_rng()).random() < self.prob)
+    if "flip_direction" not in results:
+      results["flip_direction"] = self.direction
+    if results["flip"]:
+      results["img"] = imflip(results["img"], results["flip_direction"])
+      for key in results.get("seg_fields", []):
+        results[key] = imflip(results[key], results["flip_direction"])
+    return results
+
+
+class PhotoMetricDistortion:
+  """Brightness, contrast (before or after, by a coin), saturation, hue; each with prob 0.5."""
+
+  def __init__(self, brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+               hue_delta=18):
+    self.brightness_delta = brightness_delta
+    self.contrast_lower, self.contrast_upper = contrast_range
+    self.saturation_lower, self.saturation_upper = saturation_range
+    self.hue_delta = hue_delta
+
+  @staticmethod
+  def convert(img, alpha=1.0, beta=0.0):
+    img = img.astype(np.float32) * alpha + beta
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+  def __call__(self, results, rng=None):
+    rng = rng or np.random.default_rng()
+    img = results["img"]
+    if rng.integers(2):
+      img = self.convert(img, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
+    mode = rng.integers(2)
+    contrast = lambda im: (self.convert(im, alpha=rng.uniform(self.contrast_lower, self.contrast_upper))
+                           if rng.integers(2) else im)
+    if mode == 1:
+      img = contrast(img)
+    if rng.integers(2):
+      hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+      hsv[:, :, 1] = self.convert(hsv[:, :, 1],
+                                  alpha=rng.uniform(self.saturation_lower, self.saturation_upper))
+      img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if rng.integers(2):
+      hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+      shift = int(rng.integers(-self.hue_delta, self.hue_delta))
+      hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + shift) % 180
+      img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if mode == 0:
+      img = contrast(img)
+    results["img"] = img
+    return results
+
+
+class Normalize:
+  """mmcv ``imnormalize``: float32, BGR -> RGB if ``to_rgb``, (img - mean) / std."""
+
+  def __init__(self, mean, std, to_rgb=True):
+    self.mean = np.array(mean, np.float32)
+    self.std = np.array(std, np.float32)
+    self.to_rgb = to_rgb
+
+  def __call__(self, results):
+    img = results["img"].astype(np.float32)
+    if self.to_rgb:
+      img = img[..., ::-1]
+    results["img"] = ((img - self.mean) * (1.0 / self.std)).astype(np.float32)
+    results["img_norm_cfg"] = dict(mean=self.mean, std=self.std, to_rgb=self.to_rgb)
+    return results
+
+
+class Pad:
+  """Pad bottom/right to ``size=(h, w)`` or to a multiple of ``size_divisor``; labels with
+  ``seg_pad_val``."""
+
+  def __init__(self, size=None, size_divisor=None, pad_val=0, seg_pad_val=255):
+    if (size is None) == (size_divisor is None):
+      raise ValueError("Pad: give exactly one of size and size_divisor")
+    self.size = size
+    self.size_divisor = size_divisor
+    self.pad_val = pad_val
+    self.seg_pad_val = seg_pad_val
+
+  def __call__(self, results):
+    img = results["img"]
+    if self.size is not None:
+      shape = tuple(self.size)
+    else:
+      d = self.size_divisor
+      shape = (int(np.ceil(img.shape[0] / d)) * d, int(np.ceil(img.shape[1] / d)) * d)
+    results["img"] = impad(img, shape, self.pad_val)
+    results.update(pad_shape=results["img"].shape, pad_fixed_size=self.size,
+                   pad_size_divisor=self.size_divisor)
+    for key in results.get("seg_fields", []):
+      results[key] = impad(results[key], results["pad_shape"][:2], self.seg_pad_val)
+    return results
+
+
+class DefaultFormatBundle:
+  """Accepted for mmseg configs; segjax keeps HWC numpy arrays (no tensors, no DataContainers)."""
+
+  def __call__(self, results):
+    return results
+
+
+class Collect:
+  """Keep ``keys`` plus the meta keys, as mmseg's Collect does."""
+
+  def __init__(self, keys, meta_keys=None):
+    self.keys = tuple(keys)
+    self.meta_keys = tuple(meta_keys) if meta_keys is not None else (
+        "filename", "ori_filename", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
+        "flip_direction", "img_norm_cfg")
+
+  def __call__(self, results):
+    out = {k: results[k] for k in self.keys}
+    out["img_metas"] = {k: results[k] for k in self.meta_keys if k in results}
+    return out
+
+
+TRANSFORMS: dict[str, type] = {
+    "LoadImageFromFile": LoadImageFromFile,
+    "LoadAnnotations": LoadAnnotations,
+    "Resize": Resize,
+    "RandomCrop": RandomCrop,
+    "RandomFlip": RandomFlip,
+    "PhotoMetricDistortion": PhotoMetricDistortion,
+    "Normalize": Normalize,
+    "Pad": Pad,
+    "DefaultFormatBundle": DefaultFormatBundle,
+    "ImageToTensor": DefaultFormatBundle,
+    "Collect": Collect,
+}
+
+
+class Compose:
+  """Apply transforms in order; random ones receive the pipeline's generator."""
+
+  def __init__(self, transforms: Sequence[Callable]):
+    self.transforms = list(transforms)
+    self._takes_rng = ["rng" in inspect.signature(t.__call__).parameters for t in self.transforms]
+
+  def __call__(self, results: dict, rng: np.random.Generator | None = None) -> dict:
+    rng = rng if rng is not None else np.random.default_rng()
+    for t, takes_rng in zip(self.transforms, self._takes_rng):
+      results = t(results, rng) if takes_rng else t(results)
+    return results
+
+
+def build_transform(cfg: Mapping) -> Callable:
+  cfg = dict(cfg)
+  kind = cfg.pop("type", None)
+  if kind not in TRANSFORMS:
+    raise ValueError(f"pipeline transform type={kind!r} is not available; expected one of {sorted(TRANSFORMS)}")
+  try:
+    return TRANSFORMS[kind](**cfg)
+  except TypeError as e:
+    raise ValueError(f"pipeline transform {kind}: {e}") from None
+
+
+def build_pipeline(cfgs: Sequence[Mapping]) -> Compose:
+  """mmseg pipeline config (list of dicts) -> callable(results, rng) -> results."""
+  return Compose([build_transform(c) for c in cfgs])

@@ -1,0 +1,249 @@
+"""Building blocks with PyTorch/MMCV semantics, NHWC.
+
+JAX lacks a few PyTorch behaviours that MMSegmentation relies on; each has one small function here:
+bilinear resize with and without ``align_corners`` and without antialiasing (``F.interpolate``),
+``AdaptiveAvgPool2d`` bin edges, and ``ConvModule`` (conv + norm + activation with explicit
+symmetric padding and mmcv's bias rule).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# mmcv initialises convs with kaiming normal (fan_out, relu).
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+@functools.lru_cache(maxsize=None)
+def _bilinear_taps(in_size: int, out_size: int, align_corners: bool):
+  """Source indices and weights of PyTorch's 1-D linear interpolation (upsample_bilinear2d)."""
+  dst = np.arange(out_size, dtype=np.float64)
+  if align_corners:
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    src = dst * scale
+  else:
+    scale = in_size / out_size
+    src = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+  # PyTorch computes the source coordinate in float32 (accscalar for float is float).
+  src = src.astype(np.float32)
+  i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  w1 = (src - i0).astype(np.float32)
+  return i0, i1, 1.0 - w1, w1
+
+
+def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool) -> jax.Array:
+  in_size = x.shape[axis]
+  if in_size == out_size:
+    return x
+  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners)
+  shape = [1] * x.ndim
+  shape[axis] = out_size
+  w0 = jnp.asarray(w0, x.dtype).reshape(shape)
+  w1 = jnp.asarray(w1, x.dtype).reshape(shape)
+  return jnp.take(x, i0, axis=axis) * w0 + jnp.take(x, i1, axis=axis) * w1
+
+
+def resize(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> jax.Array:
+  """Bilinear resize of NHWC ``x`` to ``size=(H, W)`` exactly as ``F.interpolate(mode='bilinear')``.
+
+  Unlike ``jax.image.resize`` this never antialiases when downsampling, and supports
+  ``align_corners=True``.
+  """
+  out_h, out_w = int(size[0]), int(size[1])
+  x = _resize_axis(x, 1, out_h, align_corners)
+  return _resize_axis(x, 2, out_w, align_corners)
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """(out, in) averaging matrix with PyTorch's AdaptiveAvgPool bins [floor(i*in/out), ceil((i+1)*in/out))."""
+  m = np.zeros((out_size, in_size), np.float32)
+  for i in range(out_size):
+    start = (i * in_size) // out_size
+    end = -((-(i + 1) * in_size) // out_size)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
+  """``nn.AdaptiveAvgPool2d(output_size)`` on NHWC input."""
+  if isinstance(output_size, int):
+    output_size = (output_size, output_size)
+  mh = jnp.asarray(adaptive_pool_matrix(x.shape[1], output_size[0]), x.dtype)
+  mw = jnp.asarray(adaptive_pool_matrix(x.shape[2], output_size[1]), x.dtype)
+  hp = jax.lax.Precision.HIGHEST
+  x = jnp.einsum("oh,nhwc->nowc", mh, x, precision=hp)
+  return jnp.einsum("pw,nowc->nopc", mw, x, precision=hp)
+
+
+def avg_pool_ceil(x: jax.Array, k: int) -> jax.Array:
+  """``nn.AvgPool2d(k, k, ceil_mode=True, count_include_pad=False)`` (ResNetV1d downsample)."""
+  if k == 1:
+    return x
+  h, w = x.shape[1:3]
+  ph, pw = (-h) % k, (-w) % k
+  pad = ((0, 0), (0, ph), (0, pw), (0, 0))
+  summed = nn.pool(jnp.pad(x, pad), 0.0, jax.lax.add, (k, k), (k, k), "VALID")
+  ones = jnp.pad(jnp.ones((1, h, w, 1), x.dtype), pad)
+  count = nn.pool(ones, 0.0, jax.lax.add, (k, k), (k, k), "VALID")
+  return summed / count
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """``nn.MaxPool2d(kernel_size=3, stride=2, padding=1)``."""
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+           use_bias=True, name=None, kernel_init=kaiming_fan_out) -> nn.Conv:
+  """``nn.Conv2d`` with PyTorch's explicit symmetric padding."""
+  ph, pw = _pair(padding)
+  return nn.Conv(features, _pair(kernel_size), strides=_pair(stride),
+                 padding=((ph, ph), (pw, pw)), kernel_dilation=_pair(dilation),
+                 feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init,
+                 name=name)
+
+
+NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "GN": "gn", "LN": "ln"}
+
+
+def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
+  """Build the norm of ``norm_cfg`` (mmcv ``build_norm_layer``); returns a callable(x, train)."""
+  kind = norm_cfg["type"]
+  if kind in ("BN", "SyncBN"):
+    # PyTorch momentum 0.1 == flax momentum 0.9; eps 1e-5. Under jit over a batch-sharded mesh
+    # the statistics are global, i.e. SyncBN.
+    bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name)
+    return lambda x, train: bn(x, use_running_average=(not train) or frozen)
+  if kind == "GN":
+    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=1e-5, name=name)
+    return lambda x, train: gn(x)
+  if kind == "LN":
+    ln = nn.LayerNorm(epsilon=1e-5, name=name)
+    return lambda x, train: ln(x)
+  raise ValueError(f"norm_cfg.type={kind!r} is not supported; expected one of {sorted(NORM_NAMES)}")
+
+
+ACTIVATIONS = {"ReLU": nn.relu, "GELU": functools.partial(nn.gelu, approximate=False),
+               "ReLU6": nn.relu6, "LeakyReLU": nn.leaky_relu, "Sigmoid": nn.sigmoid,
+               "HSwish": nn.hard_swish, "HSigmoid": nn.hard_sigmoid}
+
+
+def activation(act_cfg: dict | None):
+  if act_cfg is None:
+    return lambda x: x
+  if act_cfg["type"] not in ACTIVATIONS:
+    raise ValueError(f"act_cfg.type={act_cfg['type']!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[act_cfg["type"]]
+
+
+class ConvModule(nn.Module):
+  """mmcv ``ConvModule``: conv (named ``conv``) -> norm (``bn``/``gn``/``ln``) -> activation.
+
+  ``bias='auto'`` follows mmcv: a conv followed by a norm has no bias.
+  """
+  features: int
+  kernel_size: Any = 1
+  stride: Any = 1
+  padding: Any = 0
+  dilation: Any = 1
+  groups: int = 1
+  bias: Any = "auto"
+  norm_cfg: dict | None = None
+  act_cfg: dict | None = None  # no activation; conv_module() gives mmcv's default ReLU
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    use_bias = self.norm_cfg is None if self.bias == "auto" else bool(self.bias)
+    x = conv2d(self.features, self.kernel_size, self.stride, self.padding, self.dilation,
+               self.groups, use_bias, name="conv")(x)
+    if self.norm_cfg is not None:
+      x = norm_layer(self.norm_cfg, name=NORM_NAMES[self.norm_cfg["type"]])(x, train)
+    return activation(self.act_cfg)(x)
+
+
+RELU = {"type": "ReLU"}
+
+
+def conv_module(features, kernel_size=1, stride=1, padding=0, dilation=1, groups=1,
+                norm_cfg=None, act_cfg=RELU, name=None, bias="auto") -> ConvModule:
+  """ConvModule with mmcv's default ReLU activation."""
+  return ConvModule(features, kernel_size, stride, padding, dilation, groups, bias, norm_cfg,
+                    act_cfg, name=name)
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+  """mmcv ``DepthwiseSeparableConvModule``: ``depthwise_conv`` then ``pointwise_conv``.
+
+  ``dw_act_cfg``/``pw_act_cfg`` = "default" use ``act_cfg``, as mmcv does.
+  """
+  features: int
+  kernel_size: Any = 3
+  stride: Any = 1
+  padding: Any = 0
+  dilation: Any = 1
+  norm_cfg: dict | None = None
+  act_cfg: dict | None = None  # callers pass RELU, mmcv's default
+  dw_act_cfg: Any = "default"
+  pw_act_cfg: Any = "default"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    in_ch = x.shape[-1]
+    dw_act = self.act_cfg if self.dw_act_cfg == "default" else self.dw_act_cfg
+    pw_act = self.act_cfg if self.pw_act_cfg == "default" else self.pw_act_cfg
+    x = conv_module(in_ch, self.kernel_size, self.stride, self.padding, self.dilation, in_ch,
+                    self.norm_cfg, dw_act, name="depthwise_conv")(x, train)
+    return conv_module(self.features, 1, norm_cfg=self.norm_cfg, act_cfg=pw_act,
+                       name="pointwise_conv")(x, train)
+
+
+def check_in_channels(x: jax.Array, expected: int | None, where: str) -> None:
+  """Fail at trace time when a head or block sees a channel count other than its config states."""
+  if expected is not None and x.shape[-1] != expected:
+    raise ValueError(f"{where}: in_channels={expected} in the config but the input has "
+                     f"{x.shape[-1]} channels (shape {tuple(x.shape)})")
+
+
+class Indexed(nn.Module):
+  """Children named ``0``, ``1``, ... applied in order, as ``nn.Sequential`` names them in a state_dict.
+
+  ``builders[i](name)`` returns a callable ``(x, train) -> x``; index positions of parameter-free
+  PyTorch layers (pooling, ReLU) are kept so the names line up with mmseg's keys.
+  """
+  builders: tuple
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for i, build in enumerate(self.builders):
+      x = build(name=str(i))(x, train)
+    return x
+
+
+def pool_builder(output_size):
+  """An Indexed builder for ``nn.AdaptiveAvgPool2d(output_size)``."""
+  return lambda name: (lambda x, train: adaptive_avg_pool(x, output_size))
+
+
+class ModuleList(nn.Module):
+  """An ``nn.ModuleList``: child ``i`` is ``build(i, name=str(i))``.
+
+  Called on a list, child ``i`` takes element ``i``; called on one array, every child takes it.
+  """
+  count: int
+  build: Any  # (index, name=...) -> callable(x, train)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    xs = x if isinstance(x, (list, tuple)) else [x] * self.count
+    return [self.build(i, name=str(i))(xi, train) for i, xi in zip(range(self.count), xs)]

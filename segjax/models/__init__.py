@@ -1,0 +1,90 @@
+"""``build_segmentor(model_config)``: explicit name -> class dicts, no global registry.
+
+A model config is MMSegmentation's ``model`` dict (``type`` keys and mmseg's argument names), so
+an mmseg config's model section builds here unchanged. Unknown keys are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
+from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
+from segjax.models.heads.psp import PSPHead
+from segjax.models.heads.uper import UPerHead
+from segjax.models.segmentor import EncoderDecoder
+
+BACKBONES = {
+    "ResNet": ResNet,
+    "ResNetV1b": ResNet,
+    "ResNetV1c": ResNetV1c,
+    "ResNetV1d": ResNetV1d,
+    "ResNeXt": ResNeXt,
+}
+NECKS: dict[str, type] = {}
+HEADS = {
+    "FCNHead": FCNHead,
+    "PSPHead": PSPHead,
+    "ASPPHead": ASPPHead,
+    "DepthwiseSeparableASPPHead": DepthwiseSeparableASPPHead,
+    "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
+    "UPerHead": UPerHead,
+}
+SEGMENTORS = {"EncoderDecoder": EncoderDecoder}
+_KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
+
+
+def to_plain(value: Any) -> Any:
+  """ConfigDict/dict/list -> plain dicts and tuples (hashable leaves for Flax module fields)."""
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: to_plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(to_plain(v) for v in value)
+  return value
+
+
+def module_kwargs(cls: type, cfg: Mapping, where: str) -> dict:
+  """``cfg`` minus ``type``, checked against ``cls``'s fields so a typo names itself."""
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  kwargs = {k: v for k, v in cfg.items() if k != "type"}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f"{where} (type={cfg['type']!r}): unknown key(s) {unknown}; "
+                     f"{cls.__name__} accepts {sorted(fields)}")
+  return kwargs
+
+
+def _lookup(table: Mapping[str, type], cfg: Mapping, where: str) -> type:
+  if "type" not in cfg:
+    raise ValueError(f"{where}: config has no 'type' key")
+  if cfg["type"] not in table:
+    raise ValueError(f"{where}.type={cfg['type']!r} is not available; expected one of {sorted(table)}")
+  return table[cfg["type"]]
+
+
+def build_module(cfg: Mapping, kind: str) -> type:
+  """Return a constructor ``(name=...) -> module`` for a backbone/neck/head config."""
+  table = _KINDS[kind.split("[")[0]]
+  cls = _lookup(table, cfg, kind)
+  kwargs = module_kwargs(cls, cfg, kind)
+  return lambda name: cls(name=name, **kwargs)
+
+
+def build_segmentor(model_cfg) -> nn.Module:
+  """Build the segmentor of an mmseg-style ``model`` config (ConfigDict or dict)."""
+  cfg = to_plain(model_cfg)
+  cls = _lookup(SEGMENTORS, cfg, "model")
+  ignored = {"pretrained", "train_cfg", "test_cfg", "init_cfg"}  # read by the trainer/inference
+  kwargs = module_kwargs(cls, {k: v for k, v in cfg.items() if k not in ignored}, "model")
+  kwargs.pop("build", None)
+  # Validate every sub-config now rather than at first trace.
+  for kind in ("backbone", "neck", "decode_head", "auxiliary_head"):
+    sub = kwargs.get(kind)
+    for i, c in enumerate(sub if isinstance(sub, tuple) else ([sub] if sub else [])):
+      build_module(c, kind if not isinstance(sub, tuple) else f"{kind}[{i}]")
+  return cls(build=build_module, **kwargs)

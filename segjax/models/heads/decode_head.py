@@ -1,0 +1,84 @@
+"""mmseg ``BaseDecodeHead``: input selection/transform, dropout and the ``conv_seg`` classifier.
+
+Loss settings (``loss_decode``, ``ignore_index``, ``sampler``) are read by the segmentor from the
+same config dict; the module only turns features into logits.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segjax import layers
+
+BN = {"type": "BN", "requires_grad": True}
+
+
+class BaseDecodeHead(nn.Module):
+  in_channels: Any = None  # int, or a sequence for multi-input heads; checked against the input
+  channels: int = 512
+  num_classes: int = 19
+  out_channels: int | None = None
+  threshold: float | None = None
+  dropout_ratio: float = 0.1
+  conv_cfg: Any = None
+  norm_cfg: dict | None = None
+  act_cfg: dict = None
+  in_index: Any = -1
+  input_transform: str | None = None
+  loss_decode: Any = None
+  ignore_index: int = 255
+  sampler: Any = None
+  align_corners: bool = False
+  init_cfg: Any = None
+
+  @property
+  def act(self):
+    return dict(self.act_cfg) if self.act_cfg is not None else layers.RELU
+
+  @property
+  def num_outputs(self) -> int:
+    """mmseg: ``out_channels`` defaults to ``num_classes``; binary sigmoid heads use 1 channel."""
+    if self.out_channels is not None:
+      return self.out_channels
+    return self.num_classes
+
+  def transform_inputs(self, inputs: Sequence) -> Any:
+    """``_transform_inputs``: pick ``in_index``; 'resize_concat' / 'multiple_select'."""
+    if self.input_transform == "resize_concat":
+      feats = [inputs[i] for i in self.in_index]
+      size = feats[0].shape[1:3]
+      feats = [layers.resize(f, size, self.align_corners) for f in feats]
+      x = jnp.concatenate(feats, axis=-1)
+      layers.check_in_channels(x, sum(self.in_channels), type(self).__name__)
+      return x
+    if self.input_transform == "multiple_select":
+      feats = [inputs[i] for i in self.in_index]
+      for f, c in zip(feats, self.in_channels):
+        layers.check_in_channels(f, c, type(self).__name__)
+      return feats
+    if self.input_transform is not None:
+      raise ValueError(f"input_transform={self.input_transform!r}; expected None, "
+                       "'resize_concat' or 'multiple_select'")
+    x = inputs[self.in_index]
+    layers.check_in_channels(x, self.in_channels, type(self).__name__)
+    return x
+
+  def conv(self, features, kernel_size=1, padding=0, dilation=1):
+    """A ConvModule constructor ``(name=...) -> module`` with this head's norm and activation.
+
+    It returns a constructor rather than a module so the module's parent is wherever it is
+    called (e.g. inside a ModuleList), not this head.
+    """
+    return functools.partial(layers.conv_module, features, kernel_size, padding=padding,
+                             dilation=dilation, norm_cfg=self.norm_cfg, act_cfg=self.act)
+
+  def cls_seg(self, x, train: bool):
+    """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01)."""
+    if self.dropout_ratio > 0:
+      x = nn.Dropout(self.dropout_ratio, broadcast_dims=(1, 2), deterministic=not train,
+                     name="dropout")(x)
+    return layers.conv2d(self.num_outputs, 1, kernel_init=nn.initializers.normal(0.01),
+                         name="conv_seg")(x)

@@ -1,0 +1,248 @@
+"""The one training loop: jit over a data-parallel mesh, periodic evaluation and checkpoints.
+
+``train_and_evaluate(config, workdir)`` resumes from the latest checkpoint in ``workdir`` when one
+exists (state, step and data-iterator position), else starts from ``config.load_from`` weights or
+from scratch.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import evaluation, losses, sharding
+from segjax.data.datasets import build_dataset
+from segjax.data import loader
+from segjax.models import build_segmentor, to_plain
+from segjax.models.segmentor import encode_decode
+from segjax.layers import resize
+from segjax.train import checkpoint, optim
+from segjax.train.writers import MetricWriter
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def create_train_state(model, tx, rng, num_channels: int = 3) -> TrainState:
+  init_rng, rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1, 64, 64, num_channels), jnp.float32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=rng)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, model_cfg):
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    outputs, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                    batch["img"], train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": dropout_rng})
+    loss, logs = losses.segmentor_losses(outputs, batch["gt_semantic_seg"], model_cfg)
+    return loss, (logs, new_vars.get("batch_stats", {}))
+
+  grads, (logs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+  logs["lr"] = schedule(state.step)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, logs
+
+
+def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: int):
+  """Areas (4, num_classes) of the batch: whole-image logits resized to the label size."""
+  logits = encode_decode(model, variables, batch["img"])
+  label = batch["gt_semantic_seg"]
+  if logits.shape[1:3] != label.shape[1:3]:
+    logits = resize(logits, label.shape[1:3], bool(model.decode_head.get("align_corners", False)))
+  return evaluation.batch_areas(jnp.argmax(logits, -1), label, num_classes, ignore_index)
+
+
+def evaluate(eval_fn, variables, dataset, host_batch_size: int, mesh) -> dict:
+  totals = np.zeros((4, dataset.num_classes), np.float64)
+  for batch in loader.eval_batches(dataset, host_batch_size):
+    batch.pop("index")
+    totals += np.asarray(jax.device_get(eval_fn(variables, sharding.global_batch(batch, mesh))))
+  return evaluation.total_area_to_metrics(*totals, metrics=["mIoU"])
+
+
+class _Timer:
+  def __init__(self):
+    self.start = time.time()
+    self.steps = 0
+
+  def per_step(self):
+    return (time.time() - self.start) / max(self.steps, 1)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Train ``config`` in ``workdir``; returns the last evaluation summary."""
+  os.makedirs(workdir, exist_ok=True)
+  _log_to_file(workdir)
+  mesh = sharding.make_mesh()
+  model_cfg = to_plain(config.model)
+  model = build_segmentor(model_cfg)
+  train_set = build_dataset(config.data.train)
+  val_set = build_dataset(config.data.val)
+  num_classes = model_cfg["decode_head"]["num_classes"]
+  if train_set.num_classes != num_classes:
+    raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
+                     f"model.decode_head.num_classes={num_classes}")
+  host_batch = config.data.samples_per_gpu * jax.local_device_count()
+  logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
+               jax.local_device_count(), host_batch * jax.process_count())
+
+  tx, schedule = optim.build_optimizer(config)
+  rng = jax.random.PRNGKey(config.seed)
+  repl = sharding.replicated(mesh)
+  abstract = jax.eval_shape(functools.partial(create_train_state, model, tx), rng)
+  state_sharding = jax.tree.map(lambda _: repl, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_sharding)
+
+  data_loader = loader.train_loader(train_set, host_batch, config.seed, config.data.workers_per_gpu)
+  data_iter = iter(data_loader)
+  manager = checkpoint.make_manager(workdir, config.checkpoint.max_to_keep)
+  state, start_step = checkpoint.restore_latest(manager, abstract, data_iter)
+  if state is None:
+    state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding)(rng)
+    start_step = 0
+    if config.load_from:
+      loaded = checkpoint.load_variables(config.load_from)
+      state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
+                            batch_stats=_fit(loaded["batch_stats"], state.batch_stats, "batch_stats",
+                                             config.load_from))
+      logging.info("loaded weights from %s", config.load_from)
+  else:
+    logging.info("resumed from %s at step %d", manager.directory, start_step)
+
+  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                                      model_cfg=model_cfg),
+                    in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                    out_shardings=(state_sharding, repl), donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
+                                      ignore_index=val_set.ignore_index), out_shardings=repl)
+  writer = MetricWriter(workdir)
+  stop = {"signal": None}
+  previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+
+  total = config.total_iters
+  timer, sums, summary = _Timer(), {}, {}
+  try:
+    for step in range(start_step + 1, total + 1):
+      batch = next(data_iter)
+      indices = batch.pop("index")
+      state, logs = step_fn(state, sharding.global_batch(batch, mesh))
+      timer.steps += 1
+      if step % config.log_interval == 0 or step == total:
+        logs = jax.device_get(logs)
+        if not np.isfinite(logs["loss"]):
+          files = [train_set.img_infos[i]["filename"] for i in np.asarray(indices)]
+          raise NonFiniteLossError(f"loss is {logs['loss']} at step {step}; batch files: {files}")
+        per_step = timer.per_step()
+        logs = {k: float(v) for k, v in logs.items()}
+        logs["time"] = per_step
+        writer.write_scalars(step, logs)
+        eta = per_step * (total - step)
+        logging.info("step %d/%d  loss %.4f  lr %.3e  %.3f s/step  eta %s", step, total,
+                     logs["loss"], logs["lr"], per_step, _hms(eta))
+        timer = _Timer()
+      if step % config.evaluation.interval == 0 or step == total:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        metrics = evaluate(eval_fn, variables, val_set, host_batch, mesh)
+        summary = evaluation.summary(metrics)
+        writer.write_scalars(step, summary, mode="val")
+        logging.info("step %d val: %s\n%s", step,
+                     "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
+                     evaluation.format_table(metrics, val_set.CLASSES))
+      if step % config.checkpoint.interval == 0 or step == total or stop["signal"]:
+        checkpoint.save(manager, step, state, data_iter, force=bool(stop["signal"]))
+      if stop["signal"]:
+        manager.wait_until_finished()
+        logging.warning("signal %d: checkpoint written at step %d, exiting", stop["signal"], step)
+        raise SystemExit(128 + stop["signal"])
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    manager.wait_until_finished()
+    writer.close()
+  return summary
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """``--mode=eval``: evaluate the latest checkpoint in ``workdir`` (or ``config.load_from``)."""
+  mesh = sharding.make_mesh()
+  model_cfg = to_plain(config.model)
+  model = build_segmentor(model_cfg)
+  val_set = build_dataset(config.data.val)
+  variables = checkpoint.load_variables(config.load_from or workdir)
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=val_set.num_classes,
+                                      ignore_index=val_set.ignore_index))
+  metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count(), mesh)
+  summary = evaluation.summary(metrics)
+  logging.info("eval: %s\n%s", "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
+               evaluation.format_table(metrics, val_set.CLASSES))
+  return summary
+
+
+def _fit(loaded, target, what: str, path: str):
+  """Place loaded arrays like ``target``, failing with the names of keys that do not fit."""
+  flat_l = flax.traverse_util.flatten_dict(loaded, sep="/")
+  flat_t = flax.traverse_util.flatten_dict(target, sep="/")
+  bad = [f"{k}: {np.shape(flat_l.get(k))} vs model {flat_t[k].shape}" for k in flat_t
+         if k not in flat_l or np.shape(flat_l[k]) != flat_t[k].shape]
+  extra = sorted(set(flat_l) - set(flat_t))
+  if bad or extra:
+    raise ValueError(f"load_from={path}: {what} do not fit the model:\n  " + "\n  ".join(
+        bad + [f"{k}: not in the model" for k in extra]))
+  return jax.tree.map(lambda t, v: jax.device_put(np.asarray(v, t.dtype), t.sharding), target,
+                      flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat_l.items()}))
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _QuietLibraries(logging.Filter):
+  """Drop orbax's and grain's per-save INFO chatter; their warnings and errors still show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def _log_to_file(workdir: str) -> None:
+  """Mirror the log into ``workdir/train.log`` (process 0) without the libraries' chatter."""
+  root = logging.getLogger()
+  for handler in root.handlers:
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+      handler.addFilter(_QuietLibraries())
+  if jax.process_index() != 0:
+    return
+  path = os.path.abspath(os.path.join(workdir, "train.log"))
+  if any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+    return
+  handler = logging.FileHandler(path)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  handler.addFilter(_QuietLibraries())
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
