@@ -22,19 +22,20 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 @functools.lru_cache(maxsize=None)
 def _bilinear_taps(in_size: int, out_size: int, align_corners: bool):
   """Source indices and weights of PyTorch's 1-D linear interpolation (upsample_bilinear2d)."""
-  dst = np.arange(out_size, dtype=np.float64)
+  # PyTorch computes the scale and source coordinate in float32 (opmath of float); so do we, to
+  # get the same taps to the last bit.
+  f32 = np.float32
+  dst = np.arange(out_size, dtype=f32)
   if align_corners:
-    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-    src = dst * scale
+    scale = f32(in_size - 1) / f32(out_size - 1) if out_size > 1 else f32(0)
+    src = scale * dst
   else:
-    scale = in_size / out_size
-    src = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
-  # PyTorch computes the source coordinate in float32 (accscalar for float is float).
-  src = src.astype(np.float32)
-  i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    scale = f32(in_size) / f32(out_size)
+    src = np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
+  i0 = np.minimum(src.astype(np.int64), in_size - 1)
   i1 = np.minimum(i0 + 1, in_size - 1)
-  w1 = (src - i0).astype(np.float32)
-  return i0, i1, 1.0 - w1, w1
+  w1 = np.clip(src - i0.astype(f32), 0, 1).astype(f32)
+  return i0, i1, f32(1) - w1, w1
 
 
 def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool) -> jax.Array:

@@ -106,6 +106,9 @@ class SyntheticDataset(CustomDataset):
   ``data_root`` is None."""
   CLASSES = synthetic.CLASSES
   PALETTE = synthetic.PALETTE
+  PREPARE_HINT = ("leave data_root unset (None) and segjax generates the dataset into "
+                  "$SEGJAX_CACHE (default ~/.cache/segjax), or call "
+                  "segjax.data.synthetic.ensure_dataset(root)")
 
   def __init__(self, pipeline, img_dir, ann_dir=None, data_root=None, **kwargs):
     if data_root is None:

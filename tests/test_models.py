@@ -1,0 +1,87 @@
+"""Every head and backbone builds, gives the right shapes, and every parameter gets a gradient."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax.models import build_segmentor
+from configs.common import BN
+
+
+def backbone(type="ResNetV1c", depth=18, base=8):
+  return dict(type=type, depth=depth, stem_channels=base, base_channels=base,
+              dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), contract_dilation=True, norm_cfg=BN)
+
+
+def _head(type, in_ch=64, **kw):
+  return dict(type=type, in_channels=in_ch, in_index=3, channels=16, num_classes=5, norm_cfg=BN,
+              dropout_ratio=0.1, **kw)
+
+
+HEADS = {
+    "FCNHead": _head("FCNHead", num_convs=2, concat_input=True, dilation=2),
+    "PSPHead": _head("PSPHead", pool_scales=(1, 2, 3, 6)),
+    "ASPPHead": _head("ASPPHead", dilations=(1, 2, 3)),
+    "DepthwiseSeparableASPPHead": _head("DepthwiseSeparableASPPHead", dilations=(1, 2, 3),
+                                        c1_in_channels=8, c1_channels=4),
+    "DepthwiseSeparableFCNHead": _head("DepthwiseSeparableFCNHead", num_convs=2, concat_input=True),
+    "UPerHead": dict(_head("UPerHead", in_ch=(8, 16, 32, 64)), in_index=(0, 1, 2, 3)),
+    "FCNHead_resize_concat": dict(_head("FCNHead", in_ch=(32, 64), num_convs=1, concat_input=False),
+                                  in_index=(2, 3), input_transform="resize_concat"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_head_forward_and_gradients(name):
+  aux = dict(type="FCNHead", in_channels=32, in_index=2, channels=8, num_convs=1,
+             concat_input=False, num_classes=5, norm_cfg=BN)
+  model = build_segmentor(dict(type="EncoderDecoder", backbone=backbone(), decode_head=HEADS[name],
+                               auxiliary_head=[aux, aux]))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 40, 56, 3)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  out = model.apply(variables, x)
+  # Output stride 8, or 4 for heads that fuse the stride-4 features; 5 classes.
+  stride = 4 if name in ("DepthwiseSeparableASPPHead", "UPerHead") else 8
+  assert out["decode"].shape == (2, 40 // stride, 56 // stride, 5)
+  assert [a.shape for a in out["aux"]] == [(2, 5, 7, 5)] * 2
+
+  def loss(params):
+    o, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                       mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+    return (o["decode"] ** 2).mean() + sum((a ** 2).mean() for a in o["aux"])
+
+  grads = jax.grad(loss)(variables["params"])
+  dead = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads)
+          if not np.any(np.asarray(g))]
+  assert not dead, f"parameters without gradient: {dead}"
+
+
+@pytest.mark.parametrize("type,depth", [("ResNet", 18), ("ResNetV1c", 50), ("ResNetV1d", 50),
+                                        ("ResNeXt", 50)])
+def test_backbone_variants_shapes(type, depth):
+  cfg = dict(backbone(type, depth, base=16 if type != "ResNeXt" else 64), dilations=(1, 1, 1, 1),
+             strides=(1, 2, 2, 2))
+  if type == "ResNeXt":
+    cfg.update(groups=4, base_width=4, stem_channels=16)
+  exp = 4 if depth >= 50 else 1
+  base = cfg["base_channels"]
+  head = dict(type="FCNHead", in_channels=base * 8 * exp, in_index=3, channels=8, num_convs=1,
+              concat_input=False, num_classes=3, norm_cfg=BN)
+  model = build_segmentor(dict(type="EncoderDecoder", backbone=cfg, decode_head=head))
+  x = jnp.zeros((1, 64, 64, 3))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  out = jax.eval_shape(lambda v: model.apply(v, x), shapes)
+  assert out["decode"].shape == (1, 2, 2, 3)  # output stride 32
+
+
+def test_unknown_model_key_is_named():
+  with pytest.raises(ValueError, match="pool_scale"):
+    build_segmentor(dict(type="EncoderDecoder", backbone=backbone(),
+                         decode_head=dict(_head("PSPHead"), pool_scale=(1, 2))))
+
+
+def test_wrong_in_channels_is_named():
+  model = build_segmentor(dict(type="EncoderDecoder", backbone=backbone(),
+                               decode_head=_head("PSPHead", in_ch=99)))
+  with pytest.raises(ValueError, match="in_channels=99"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
