@@ -21,8 +21,15 @@ from segjax.data.datasets import CustomDataset
 
 
 class _IndexSource(grain.RandomAccessDataSource):
-  def __init__(self, n: int):
+  """Record ``i`` is the index ``i``; the pipeline transform loads the files."""
+
+  def __init__(self, n: int, name: str):
     self._n = n
+    self._name = name
+
+  def __repr__(self) -> str:
+    # grain compares this with the checkpoint's on restore: a different dataset is an error.
+    return f"_IndexSource(n={self._n}, dataset={self._name!r})"
 
   def __len__(self) -> int:
     return self._n
@@ -52,7 +59,7 @@ def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker
   """Infinite grain DataLoader over ``dataset``; iterate it with ``iter(loader)``."""
   sampler = grain.IndexSampler(len(dataset), shard_options=grain.ShardByJaxProcess(drop_remainder=True),
                                shuffle=True, num_epochs=None, seed=seed)
-  return grain.DataLoader(data_source=_IndexSource(len(dataset)), sampler=sampler,
+  return grain.DataLoader(data_source=_IndexSource(len(dataset), dataset.img_dir), sampler=sampler,
                           operations=[_Pipeline(dataset), grain.Batch(host_batch_size, drop_remainder=True)],
                           worker_count=worker_count)
 

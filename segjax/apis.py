@@ -1,0 +1,212 @@
+"""Inference API, as MMSegmentation's ``mmseg.apis``.
+
+  model = init_segmentor("converted_dir")                 # written by tools/convert_weights.py
+  seg = inference_segmentor(model, "demo.png")             # (H, W) label map
+  logits = segmentor_logits(model, images)                 # NHWC normalised -> NHWC logits
+  overlay = show_result(model, "demo.png", seg, opacity=0.5)
+
+A converted directory holds ``config.json`` (the mmseg ``model`` dict plus test-time settings)
+and an orbax checkpoint under ``checkpoints/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Sequence
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import layers
+from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
+from segjax.models import build_segmentor, to_plain
+from segjax.models.segmentor import encode_decode
+
+DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+
+
+@dataclasses.dataclass
+class Segmentor:
+  """A model with its weights and the test-time settings inference needs."""
+  model: Any
+  variables: dict
+  model_cfg: dict
+  img_norm_cfg: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_IMG_NORM))
+  img_scale: Sequence[int] | None = None  # keep-ratio resize before inference, as mmseg's test pipeline
+  classes: Sequence[str] | None = None
+  palette: Sequence[Sequence[int]] | None = None
+
+  def __post_init__(self):
+    # One jitted function per segmentor; it recompiles only for new input shapes.
+    self.encode_decode = jax.jit(functools.partial(encode_decode, self.model))
+
+  @property
+  def test_cfg(self) -> dict:
+    return dict(self.model_cfg.get("test_cfg") or {"mode": "whole"})
+
+  @property
+  def align_corners(self) -> bool:
+    return bool(self.model_cfg["decode_head"].get("align_corners", False))
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.model_cfg["decode_head"]["num_classes"])
+
+
+def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict | None = None) -> None:
+  """Write ``config.json`` and an orbax checkpoint (step 0) that ``init_segmentor`` and
+  ``--config.load_from`` read."""
+  from segjax.train import checkpoint
+  os.makedirs(out_dir, exist_ok=True)
+  cfg = {"model": model_cfg, **(extra or {})}
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(cfg, f, indent=1)
+  manager = checkpoint.make_manager(out_dir, None)
+  import orbax.checkpoint as ocp
+  state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  manager.wait_until_finished()
+
+
+def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
+  """Build a Segmentor from a converted directory, a segjax ConfigDict, or a model dict.
+
+  ``checkpoint``: a segjax workdir/checkpoint folder or an mmseg ``.pth`` (converted on the fly);
+  defaults to the directory itself when ``config_or_dir`` is a converted directory.
+  """
+  from segjax.train.checkpoint import load_variables
+  extra: dict = {}
+  if isinstance(config_or_dir, str):
+    cfg_path = os.path.join(config_or_dir, "config.json")
+    if not os.path.exists(cfg_path):
+      raise FileNotFoundError(f"{config_or_dir!r} is not a converted segjax directory (no config.json); "
+                              "write one with tools/convert_weights.py")
+    with open(cfg_path) as f:
+      cfg = json.load(f)
+    model_cfg = cfg.pop("model")
+    extra = cfg
+    checkpoint = checkpoint or config_or_dir
+  elif hasattr(config_or_dir, "model"):
+    model_cfg = to_plain(config_or_dir.model)
+  else:
+    model_cfg = to_plain(config_or_dir)
+  model_cfg = to_plain(model_cfg)
+  model = build_segmentor(model_cfg)
+  if checkpoint is None:
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  elif checkpoint.endswith((".pth", ".pt")):
+    from segjax.convert import convert_checkpoint
+    variables = convert_checkpoint(checkpoint, model)
+  else:
+    variables = load_variables(checkpoint)
+  return Segmentor(model, variables, model_cfg,
+                   img_norm_cfg=extra.get("img_norm_cfg", dict(DEFAULT_IMG_NORM)),
+                   img_scale=extra.get("img_scale"), classes=extra.get("classes"),
+                   palette=extra.get("palette"))
+
+
+def segmentor_logits(segmentor: Segmentor, images) -> jax.Array:
+  """mmseg ``encode_decode``: NHWC float32 normalised images -> NHWC logits at the input size."""
+  return segmentor.encode_decode(segmentor.variables, jnp.asarray(images, jnp.float32))
+
+
+def slide_logits(segmentor: Segmentor, images, crop_size: Sequence[int], stride: Sequence[int]) -> jax.Array:
+  """mmseg ``slide_inference`` before rescaling: crops of ``crop_size`` every ``stride``,
+  logits summed into place and divided by the per-pixel crop count."""
+  images = jnp.asarray(images, jnp.float32)
+  _, h_img, w_img, _ = images.shape
+  h_crop, w_crop = crop_size
+  h_stride, w_stride = stride
+  h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+  w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+  preds = np.zeros((images.shape[0], h_img, w_img, segmentor.num_classes), np.float32)
+  count = np.zeros((1, h_img, w_img, 1), np.float32)
+  for h_idx in range(h_grids):
+    for w_idx in range(w_grids):
+      y1, x1 = h_idx * h_stride, w_idx * w_stride
+      y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+      y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+      preds[:, y1:y2, x1:x2] += np.asarray(segmentor_logits(segmentor, images[:, y1:y2, x1:x2]))
+      count[:, y1:y2, x1:x2] += 1
+  return jnp.asarray(preds / count)
+
+
+def _test_logits(segmentor: Segmentor, images) -> jax.Array:
+  test_cfg = segmentor.test_cfg
+  if test_cfg.get("mode", "whole") == "slide":
+    return slide_logits(segmentor, images, test_cfg["crop_size"], test_cfg["stride"])
+  return segmentor_logits(segmentor, images)
+
+
+def _load_bgr(image) -> np.ndarray:
+  if isinstance(image, str):
+    return LoadImageFromFile()({"img_info": {"filename": image}})["img"]
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[2] != 3:
+    raise DataError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
+  return image
+
+
+def _normalise(segmentor: Segmentor, bgr: np.ndarray) -> np.ndarray:
+  norm = segmentor.img_norm_cfg
+  img = bgr.astype(np.float32)
+  if norm.get("to_rgb", True):
+    img = img[..., ::-1]
+  return (img - np.array(norm["mean"], np.float32)) / np.array(norm["std"], np.float32)
+
+
+def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
+                    flip: bool = False) -> np.ndarray:
+  """mmseg ``inference``/``aug_test``: softmax of the logits at the original size, averaged
+  over ``scales`` (ratios of ``img_scale``) and horizontal flips. Returns (H, W, C)."""
+  bgr = _load_bgr(image)
+  h, w = bgr.shape[:2]
+  total, n = 0.0, 0
+  for ratio in scales:
+    img = bgr
+    if segmentor.img_scale is not None:
+      img = imrescale(bgr, tuple(int(s * ratio) for s in segmentor.img_scale))
+    elif ratio != 1.0:
+      img = imrescale(bgr, float(ratio))
+    x = _normalise(segmentor, img)[None]
+    for flipped in ((False, True) if flip else (False,)):
+      xi = x[:, :, ::-1] if flipped else x
+      logits = layers.resize(_test_logits(segmentor, xi), (h, w), segmentor.align_corners)
+      probs = jax.nn.softmax(logits, axis=-1)[0]
+      total = total + (probs[:, ::-1] if flipped else probs)
+      n += 1
+  return np.asarray(total / n)
+
+
+def inference_segmentor(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
+                        flip: bool = False) -> np.ndarray:
+  """Label map (H, W) of an image path or BGR array, at the image's own size."""
+  return np.argmax(inference_probs(segmentor, image, scales, flip), axis=-1).astype(np.int64)
+
+
+def _palette(segmentor: Segmentor, num_classes: int) -> np.ndarray:
+  if segmentor.palette is not None:
+    return np.asarray(segmentor.palette, np.uint8)
+  return np.random.default_rng(42).integers(0, 255, size=(num_classes, 3)).astype(np.uint8)
+
+
+def show_result(segmentor: Segmentor, image, seg: np.ndarray, opacity: float = 0.5,
+                out_file: str | None = None) -> np.ndarray:
+  """mmseg ``show_result``: blend the palette colours (RGB palette, BGR image) with ``opacity``."""
+  if not 0 < opacity <= 1:
+    raise ValueError(f"opacity must be in (0, 1], got {opacity}")
+  img = _load_bgr(image).copy()
+  palette = _palette(segmentor, segmentor.num_classes)
+  color_seg = np.zeros((*seg.shape, 3), np.uint8)
+  for label, color in enumerate(palette):
+    color_seg[seg == label] = color
+  color_seg = color_seg[..., ::-1]  # RGB -> BGR
+  out = (img * (1 - opacity) + color_seg * opacity).astype(np.uint8)
+  if out_file:
+    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+    cv2.imwrite(out_file, out)
+  return out

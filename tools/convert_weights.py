@@ -1,0 +1,54 @@
+"""Convert an MMSegmentation checkpoint into a segjax directory.
+
+  python tools/convert_weights.py pspnet_r50-d8.pth OUT_DIR --mmseg-config pspnet_r50-d8_512x1024_40k_cityscapes.py
+
+``--mmseg-config`` is the mmseg config file (``_base_`` inheritance resolved, no mmcv needed) or a
+JSON dump of its ``model`` dict. OUT_DIR receives ``config.json`` and an orbax checkpoint; use it
+with ``segjax.apis.init_segmentor(OUT_DIR)`` or ``--config.load_from=OUT_DIR``. Fails, naming the
+keys, when the checkpoint does not fit the model.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from segjax import xla_flags  # noqa: E402
+
+xla_flags.apply_defaults()
+
+from segjax.apis import save_converted  # noqa: E402
+from segjax.convert import convert_checkpoint  # noqa: E402
+from segjax.convert.mmseg_config import load_mmseg_config  # noqa: E402
+from segjax.models import build_segmentor, to_plain  # noqa: E402
+
+
+def test_settings(cfg: dict) -> dict:
+  """img_norm_cfg and the test Resize scale from an mmseg config's test pipeline, when present."""
+  extra = {}
+  pipeline = (cfg.get("data", {}).get("test", {}) or {}).get("pipeline") or cfg.get("test_pipeline") or []
+  for step in pipeline:
+    for t in [step] + list(step.get("transforms", [])):
+      if t.get("type") == "Normalize":
+        extra["img_norm_cfg"] = {k: t[k] for k in ("mean", "std", "to_rgb") if k in t}
+    if step.get("type") == "MultiScaleFlipAug" and step.get("img_scale"):
+      extra["img_scale"] = list(step["img_scale"])
+  return extra
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("checkpoint", help="mmseg .pth checkpoint")
+  parser.add_argument("out_dir", help="output directory")
+  parser.add_argument("--mmseg-config", required=True, help="mmseg config .py or model-dict .json")
+  args = parser.parse_args(argv)
+  cfg = load_mmseg_config(args.mmseg_config)
+  model_cfg = to_plain(cfg["model"])
+  model = build_segmentor(model_cfg)
+  variables = convert_checkpoint(args.checkpoint, model)
+  save_converted(args.out_dir, model_cfg, variables, test_settings(cfg))
+  print(f"wrote {args.out_dir}: config.json and checkpoints/0")
+
+
+if __name__ == "__main__":
+  main()
