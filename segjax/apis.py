@@ -24,7 +24,7 @@ import numpy as np
 from segjax import layers
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.models import build_segmentor, to_plain
-from segjax.models.segmentor import encode_decode
+from segjax.models.segmentor import encode_decode, inference_logits
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 
@@ -43,6 +43,8 @@ class Segmentor:
   def __post_init__(self):
     # One jitted function per segmentor; it recompiles only for new input shapes.
     self.encode_decode = jax.jit(functools.partial(encode_decode, self.model))
+    self.inference_logits = jax.jit(functools.partial(inference_logits, self.model,
+                                                      test_cfg=self.test_cfg))
 
   @property
   def test_cfg(self) -> dict:
@@ -114,32 +116,8 @@ def segmentor_logits(segmentor: Segmentor, images) -> jax.Array:
   return segmentor.encode_decode(segmentor.variables, jnp.asarray(images, jnp.float32))
 
 
-def slide_logits(segmentor: Segmentor, images, crop_size: Sequence[int], stride: Sequence[int]) -> jax.Array:
-  """mmseg ``slide_inference`` before rescaling: crops of ``crop_size`` every ``stride``,
-  logits summed into place and divided by the per-pixel crop count."""
-  images = jnp.asarray(images, jnp.float32)
-  _, h_img, w_img, _ = images.shape
-  h_crop, w_crop = crop_size
-  h_stride, w_stride = stride
-  h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
-  w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-  preds = np.zeros((images.shape[0], h_img, w_img, segmentor.num_classes), np.float32)
-  count = np.zeros((1, h_img, w_img, 1), np.float32)
-  for h_idx in range(h_grids):
-    for w_idx in range(w_grids):
-      y1, x1 = h_idx * h_stride, w_idx * w_stride
-      y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
-      y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-      preds[:, y1:y2, x1:x2] += np.asarray(segmentor_logits(segmentor, images[:, y1:y2, x1:x2]))
-      count[:, y1:y2, x1:x2] += 1
-  return jnp.asarray(preds / count)
-
-
 def _test_logits(segmentor: Segmentor, images) -> jax.Array:
-  test_cfg = segmentor.test_cfg
-  if test_cfg.get("mode", "whole") == "slide":
-    return slide_logits(segmentor, images, test_cfg["crop_size"], test_cfg["stride"])
-  return segmentor_logits(segmentor, images)
+  return segmentor.inference_logits(segmentor.variables, jnp.asarray(images, jnp.float32))
 
 
 def _load_bgr(image) -> np.ndarray:
@@ -191,7 +169,8 @@ def inference_segmentor(segmentor: Segmentor, image, scales: Sequence[float] = (
 def _palette(segmentor: Segmentor, num_classes: int) -> np.ndarray:
   if segmentor.palette is not None:
     return np.asarray(segmentor.palette, np.uint8)
-  return np.random.default_rng(42).integers(0, 255, size=(num_classes, 3)).astype(np.uint8)
+  # mmseg's fallback: np.random.seed(42); np.random.randint(0, 255, size=(num_classes, 3)).
+  return np.random.RandomState(42).randint(0, 255, size=(num_classes, 3)).astype(np.uint8)
 
 
 def show_result(segmentor: Segmentor, image, seg: np.ndarray, opacity: float = 0.5,

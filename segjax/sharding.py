@@ -21,8 +21,9 @@ def initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def make_mesh(axis_name: str = "data") -> Mesh:
-  return Mesh(np.asarray(jax.devices()), (axis_name,))
+def make_mesh(axis_name: str = "data", local: bool = False) -> Mesh:
+  """All devices (training), or this process's devices only (``local``: per-host evaluation)."""
+  return Mesh(np.asarray(jax.local_devices() if local else jax.devices()), (axis_name,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -37,3 +38,8 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
   """Host-local numpy batch -> global arrays sharded over the ``data`` axis."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def local_batch(local: dict, mesh: Mesh) -> dict:
+  """Host-local numpy batch -> arrays sharded over a process-local mesh."""
+  return {k: jax.device_put(np.asarray(v), batch_sharding(mesh)) for k, v in local.items()}

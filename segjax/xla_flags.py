@@ -1,8 +1,9 @@
 """segjax's measured XLA defaults, applied before JAX starts its backend.
 
 On XLA's CPU backend, ``--xla_cpu_experimental_ynn_fusion_type=dot`` (Eigen convolutions instead of
-YNNPACK's) was 25-30% faster for ResNet-D8 training and inference (experiments/bench). A flag the
-user already set in ``XLA_FLAGS`` is never overridden.
+YNNPACK's) was reported 25-30% faster for ResNet-D8 training and inference on the project's 2-core
+machines; experiments/README.md records segjax's own runs with it. A flag the user already set in
+``XLA_FLAGS`` is never overridden; the flags have no effect on GPU/TPU backends.
 """
 import os
 

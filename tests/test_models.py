@@ -85,3 +85,33 @@ def test_wrong_in_channels_is_named():
                                decode_head=_head("PSPHead", in_ch=99)))
   with pytest.raises(ValueError, match="in_channels=99"):
     model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_frozen_stages_and_norm_eval():
+  cfg = dict(backbone(), frozen_stages=1, norm_eval=False)
+  head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1,
+              concat_input=False, num_classes=3, norm_cfg=BN)
+  model = build_segmentor(dict(type="EncoderDecoder", backbone=cfg, decode_head=head))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+  v = model.init(jax.random.PRNGKey(0), x)
+
+  def loss(params):
+    o, new = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                         mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+    return (o["decode"] ** 2).mean(), new
+
+  grads, new_stats = jax.grad(loss, has_aux=True)(v["params"])
+  bb = grads["backbone"]
+  frozen = [bb["stem"], bb["layer1"]]
+  assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(frozen))  # stem + stage 1 frozen
+  assert any(np.any(np.asarray(g)) for g in jax.tree.leaves(bb["layer2"]))
+  stats = new_stats["batch_stats"]["backbone"]
+  # Frozen stages keep their running statistics; trainable ones update them.
+  np.testing.assert_array_equal(stats["layer1"]["0"]["bn1"]["mean"], v["batch_stats"]["backbone"]["layer1"]["0"]["bn1"]["mean"])
+  assert np.any(np.asarray(stats["layer2"]["0"]["bn1"]["mean"]) != np.asarray(v["batch_stats"]["backbone"]["layer2"]["0"]["bn1"]["mean"]))
+
+  model_eval = build_segmentor(dict(type="EncoderDecoder", backbone=dict(backbone(), norm_eval=True),
+                                    decode_head=head))
+  _, new = model_eval.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+  for a, b in zip(jax.tree.leaves(new["batch_stats"]["backbone"]), jax.tree.leaves(v["batch_stats"]["backbone"])):
+    np.testing.assert_array_equal(a, b)  # norm_eval: backbone BN statistics never change

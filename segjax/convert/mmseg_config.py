@@ -70,3 +70,37 @@ def load_model_dict(path: str) -> dict:
   if "model" not in cfg:
     raise KeyError(f"mmseg config {path!r} has no 'model' entry")
   return cfg["model"]
+
+
+def to_segjax_config(mmseg_cfg: dict):
+  """The segjax ConfigDict equivalent to a merged mmseg config (``load_mmseg_config``): model
+  dict unchanged, data blocks, optimizer, poly schedule, iterations and intervals."""
+  from segjax.config import base_config, schedule
+  c = base_config()
+  c.model = mmseg_cfg["model"]
+  if "optimizer" in mmseg_cfg:
+    opt = dict(mmseg_cfg["optimizer"])
+    opt.pop("paramwise_cfg", None)
+    c.optimizer = dict(opt, nesterov=opt.get("nesterov", False)) if opt["type"] == "SGD" else opt
+  if "lr_config" in mmseg_cfg:
+    lr = mmseg_cfg["lr_config"]
+    c.lr_config = dict(policy=lr["policy"], power=lr.get("power", 1.0), min_lr=lr.get("min_lr", 0.0),
+                       by_epoch=lr.get("by_epoch", False))
+  runner = mmseg_cfg.get("runner", {})
+  c.update(schedule(int(runner.get("max_iters", 1000))))
+  if "evaluation" in mmseg_cfg:
+    c.evaluation.interval = mmseg_cfg["evaluation"].get("interval", c.evaluation.interval)
+  if "checkpoint_config" in mmseg_cfg:
+    c.checkpoint.interval = mmseg_cfg["checkpoint_config"].get("interval", c.checkpoint.interval)
+  if "log_config" in mmseg_cfg:
+    c.log_interval = mmseg_cfg["log_config"].get("interval", c.log_interval)
+  if "data" in mmseg_cfg:
+    data = mmseg_cfg["data"]
+    for split in ("train", "val"):
+      if data[split].get("type") in ("RepeatDataset", "ConcatDataset"):
+        raise NotImplementedError(f"data.{split}.type={data[split]['type']} is not supported yet")
+    c.data = dict(samples_per_gpu=data.get("samples_per_gpu", 2),
+                  workers_per_gpu=data.get("workers_per_gpu", 2),
+                  train=data["train"], val=data["val"])
+  c.lock()
+  return c

@@ -29,8 +29,14 @@ class CustomDataset:
       raise DataError(f"{type(self).__name__}: data_root {data_root!r} does not exist. To prepare "
                       f"it: {self.PREPARE_HINT}")
     join = lambda p: p if p is None or os.path.isabs(p) or data_root is None else os.path.join(data_root, p)
-    self.img_dir, self.ann_dir = join(img_dir), join(ann_dir)
+    self.img_dir = join(img_dir)
+    # mmseg accepts several ann_dirs, each with its own split file (e.g. VOC + SBD aug).
+    self.ann_dir = [join(a) for a in ann_dir] if isinstance(ann_dir, (list, tuple)) else join(ann_dir)
     self.split = [join(s) for s in split] if isinstance(split, (list, tuple)) else join(split)
+    if isinstance(self.ann_dir, list) and (not isinstance(self.split, list)
+                                           or len(self.split) != len(self.ann_dir)):
+      raise ValueError(f"{type(self).__name__}: {len(self.ann_dir)} ann_dirs need as many split files, "
+                       f"got split={split!r}")
     self.img_suffix, self.seg_map_suffix = img_suffix, seg_map_suffix
     self.test_mode = test_mode
     self.ignore_index = ignore_index
@@ -52,16 +58,22 @@ class CustomDataset:
     return len(self.CLASSES)
 
   def load_annotations(self) -> list[dict]:
-    """mmseg ``load_annotations``: one record per image, ``ann.seg_map`` by suffix swap."""
+    """mmseg ``load_annotations``: one record per image, ``ann.seg_map`` by suffix swap; each
+    record keeps its label folder (``seg_prefix``)."""
     infos = []
     if self.split is not None:
-      for split in (self.split if isinstance(self.split, list) else [self.split]):
+      splits = self.split if isinstance(self.split, list) else [self.split]
+      ann_dirs = self.ann_dir if isinstance(self.ann_dir, list) else [self.ann_dir] * len(splits)
+      for split, ann_dir in zip(splits, ann_dirs):
+        if not os.path.exists(split):
+          raise DataError(f"{type(self).__name__}: split file {split!r} does not exist. To prepare "
+                          f"the dataset: {self.PREPARE_HINT}")
         with open(split) as f:
           names = [line.strip() for line in f if line.strip()]
         for name in names:
           info = {"filename": name + self.img_suffix}
-          if self.ann_dir is not None:
-            info["ann"] = {"seg_map": name + self.seg_map_suffix}
+          if ann_dir is not None:
+            info["ann"] = {"seg_map": name + self.seg_map_suffix, "seg_prefix": ann_dir}
           infos.append(info)
     else:
       for root, _, files in os.walk(self.img_dir, followlinks=True):
@@ -70,7 +82,8 @@ class CustomDataset:
             rel = os.path.relpath(os.path.join(root, f), self.img_dir)
             info = {"filename": rel}
             if self.ann_dir is not None:
-              info["ann"] = {"seg_map": rel[:-len(self.img_suffix)] + self.seg_map_suffix}
+              info["ann"] = {"seg_map": rel[:-len(self.img_suffix)] + self.seg_map_suffix,
+                             "seg_prefix": self.ann_dir}
             infos.append(info)
       infos.sort(key=lambda x: x["filename"])
     return infos
@@ -80,8 +93,10 @@ class CustomDataset:
 
   def pre_pipeline(self, idx: int) -> dict:
     info = self.img_infos[idx]
-    results = {"img_info": info, "ann_info": info.get("ann"), "seg_fields": [],
-               "img_prefix": self.img_dir, "seg_prefix": self.ann_dir, "label_map": self.label_map}
+    ann = info.get("ann") or {}
+    results = {"img_info": info, "ann_info": ann or None, "seg_fields": [],
+               "img_prefix": self.img_dir, "seg_prefix": ann.get("seg_prefix"),
+               "label_map": self.label_map}
     return results
 
   def prepare(self, idx: int, rng: np.random.Generator | None = None) -> dict:
@@ -118,9 +133,110 @@ class SyntheticDataset(CustomDataset):
     super().__init__(pipeline, img_dir, ann_dir=ann_dir, data_root=data_root, **kwargs)
 
 
+class CityscapesDataset(CustomDataset):
+  """Cityscapes with 19 train ids; labels are ``*_gtFine_labelTrainIds.png`` written by
+  ``tools/convert_datasets/cityscapes.py``."""
+  CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+             "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+             "bus", "train", "motorcycle", "bicycle")
+  PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+             (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+             (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+             (0, 80, 100), (0, 0, 230), (119, 11, 32))
+  PREPARE_HINT = ("download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+                  "https://www.cityscapes-dataset.com into data/cityscapes, then run "
+                  "python tools/convert_datasets/cityscapes.py data/cityscapes --nproc 8")
+
+  def __init__(self, pipeline, img_dir, **kwargs):
+    kwargs.setdefault("img_suffix", "_leftImg8bit.png")
+    kwargs.setdefault("seg_map_suffix", "_gtFine_labelTrainIds.png")
+    super().__init__(pipeline, img_dir, **kwargs)
+
+
+class ADE20KDataset(CustomDataset):
+  """ADE20K (SceneParsing, 150 classes); label 0 is 'other' and is ignored via reduce_zero_label."""
+  CLASSES = (
+      "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed ", "windowpane", "grass",
+      "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+      "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+      "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+      "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+      "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+      "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+      "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+      "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+      "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+      "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+      "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+      "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel",
+      "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step",
+      "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+      "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+      "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+      "clock", "flag")
+  PALETTE = (
+      (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
+      (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7),
+      (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4),
+      (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250), (255, 6, 51), (11, 102, 255),
+      (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220), (255, 9, 92), (112, 9, 255),
+      (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10), (7, 255, 255),
+      (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8), (0, 255, 20),
+      (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255),
+      (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0),
+      (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255),
+      (11, 200, 200), (255, 82, 0), (0, 255, 245), (0, 61, 255), (0, 255, 112), (0, 255, 133),
+      (255, 0, 0), (255, 163, 0), (255, 102, 0), (194, 255, 0), (0, 143, 255), (51, 255, 0),
+      (0, 82, 255), (0, 255, 41), (0, 255, 173), (10, 0, 255), (173, 255, 0), (0, 255, 153),
+      (255, 92, 0), (255, 0, 255), (255, 0, 245), (255, 0, 102), (255, 173, 0), (255, 0, 20),
+      (255, 184, 184), (0, 31, 255), (0, 255, 61), (0, 71, 255), (255, 0, 204), (0, 255, 194),
+      (0, 255, 82), (0, 10, 255), (0, 112, 255), (51, 0, 255), (0, 194, 255), (0, 122, 255),
+      (0, 255, 163), (255, 153, 0), (0, 255, 10), (255, 112, 0), (143, 255, 0), (82, 0, 255),
+      (163, 255, 0), (255, 235, 0), (8, 184, 170), (133, 0, 255), (0, 255, 92), (184, 0, 255),
+      (255, 0, 31), (0, 184, 255), (0, 214, 255), (255, 0, 112), (92, 255, 0), (0, 224, 255),
+      (112, 224, 255), (70, 184, 160), (163, 0, 255), (153, 0, 255), (71, 255, 0), (255, 0, 163),
+      (255, 204, 0), (255, 0, 143), (0, 255, 235), (133, 255, 0), (255, 0, 235), (245, 0, 255),
+      (255, 0, 122), (255, 245, 0), (10, 190, 212), (214, 255, 0), (0, 204, 255), (20, 0, 255),
+      (255, 255, 0), (0, 153, 255), (0, 41, 255), (0, 255, 204), (41, 0, 255), (41, 255, 0),
+      (173, 0, 255), (0, 245, 255), (71, 0, 255), (122, 0, 255), (0, 255, 184), (0, 92, 255),
+      (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255))
+  PREPARE_HINT = ("download ADEChallengeData2016.zip (http://sceneparsing.csail.mit.edu) and "
+                  "unzip it into data/ade (data/ade/ADEChallengeData2016/{images,annotations})")
+
+  def __init__(self, pipeline, img_dir, **kwargs):
+    kwargs.setdefault("img_suffix", ".jpg")
+    kwargs.setdefault("seg_map_suffix", ".png")
+    kwargs.setdefault("reduce_zero_label", True)
+    super().__init__(pipeline, img_dir, **kwargs)
+
+
+class PascalVOCDataset(CustomDataset):
+  """Pascal VOC 2012 (21 classes incl. background); ``split`` lists the image ids."""
+  CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+             "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+             "sheep", "sofa", "train", "tvmonitor")
+  PALETTE = ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128),
+             (0, 128, 128), (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0),
+             (64, 0, 128), (192, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0),
+             (0, 192, 0), (128, 192, 0), (0, 64, 128))
+  PREPARE_HINT = ("download VOCtrainval_11-May-2012.tar into data/VOCdevkit/VOC2012; for the "
+                  "aug set also SBD, then python tools/convert_datasets/voc_aug.py "
+                  "data/VOCdevkit data/VOCdevkit/VOCaug --nproc 8")
+
+  def __init__(self, pipeline, img_dir, split=None, **kwargs):
+    if split is None:
+      raise ValueError("PascalVOCDataset needs split= (e.g. 'ImageSets/Segmentation/train.txt')")
+    kwargs.setdefault("img_suffix", ".jpg")
+    kwargs.setdefault("seg_map_suffix", ".png")
+    super().__init__(pipeline, img_dir, split=split, **kwargs)
+
+
 DATASETS: dict[str, type] = {
     "CustomDataset": CustomDataset,
     "SyntheticDataset": SyntheticDataset,
+    "CityscapesDataset": CityscapesDataset,
+    "ADE20KDataset": ADE20KDataset,
+    "PascalVOCDataset": PascalVOCDataset,
 }
 
 

@@ -6,8 +6,8 @@ augmentation of an image does not depend on the number of workers), batches of
 ``samples_per_gpu x local devices``. The iterator's state is checkpointed with the train state, so
 a resumed run continues with the next unseen batch.
 
-Evaluation: each process takes every ``process_count``-th image; batches are padded to a fixed
-size with ignore-only labels, so every host runs the same number of steps and padding adds no area.
+Evaluation: each process takes every ``process_count``-th image and batches images of equal
+shape; padding entries carry ignore-only labels and add no area.
 """
 from __future__ import annotations
 
@@ -65,30 +65,30 @@ def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker
 
 
 def eval_batches(dataset: CustomDataset, host_batch_size: int) -> Iterator[dict]:
-  """This process's share of ``dataset`` in fixed-size batches; ``valid`` marks real images."""
-  proc, nproc = jax.process_index(), jax.process_count()
-  indices = list(range(proc, len(dataset), nproc))
-  per_host = -(-len(dataset) // nproc)
-  num_batches = -(-per_host // host_batch_size)
-  indices += [-1] * (num_batches * host_batch_size - len(indices))
-  template = None
-  for b in range(num_batches):
-    examples = []
-    for i in indices[b * host_batch_size:(b + 1) * host_batch_size]:
-      if i >= 0:
-        ex = _to_example(dataset.prepare(i, np.random.default_rng(0)), i)
-        template = template or ex
-        examples.append(ex)
-      else:
-        examples.append(None)
-    if template is None:  # this host has no image at all in this batch
-      template = _to_example(dataset.prepare(0, np.random.default_rng(0)), 0)
-    filler = {"img": np.zeros_like(template["img"]),
-              "gt_semantic_seg": np.full_like(template["gt_semantic_seg"], dataset.ignore_index),
-              "index": np.int32(-1)}
-    examples = [e if e is not None else filler for e in examples]
-    shapes = {e["img"].shape for e in examples}
-    if len(shapes) > 1:
-      raise ValueError(f"evaluation batch has images of different shapes {sorted(shapes)}; use a "
-                       "test pipeline that resizes/pads to one size or samples_per_gpu=1")
-    yield {k: np.stack([e[k] for e in examples]) for k in filler}
+  """This process's share of ``dataset`` (every ``process_count``-th image) in batches of
+  ``host_batch_size`` images of one shape; short batches are filled with ignore-only labels,
+  which add no area. Hosts may run different numbers of batches (evaluation is per host)."""
+  indices = range(jax.process_index(), len(dataset), jax.process_count())
+  pending: dict[tuple, list] = {}
+  for i in indices:
+    results = dataset.prepare(i, np.random.default_rng(0))
+    if isinstance(results, list):
+      raise ValueError("evaluation during training takes one augmentation per image; use "
+                       "segjax.apis.inference_segmentor(scales=..., flip=...) for TTA")
+    if "gt_semantic_seg" not in results:  # mmseg test pipelines do not load labels
+      results["gt_semantic_seg"] = dataset.get_gt_seg_map(i)
+    ex = _to_example(results, i)
+    key = (ex["img"].shape, ex["gt_semantic_seg"].shape)
+    pending.setdefault(key, []).append(ex)
+    if len(pending[key]) == host_batch_size:
+      yield _stack(pending.pop(key), host_batch_size, dataset.ignore_index)
+  for examples in pending.values():
+    yield _stack(examples, host_batch_size, dataset.ignore_index)
+
+
+def _stack(examples: list, size: int, ignore_index: int) -> dict:
+  filler = {"img": np.zeros_like(examples[0]["img"]),
+            "gt_semantic_seg": np.full_like(examples[0]["gt_semantic_seg"], ignore_index),
+            "index": np.int32(-1)}
+  examples = examples + [filler] * (size - len(examples))
+  return {k: np.stack([e[k] for e in examples]) for k in filler}

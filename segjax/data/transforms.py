@@ -142,7 +142,7 @@ class Resize:
                min_size=None):
     if img_scale is None:
       self.img_scale = None
-    elif isinstance(img_scale, list):
+    elif isinstance(img_scale, list) and not all(isinstance(v, (int, float)) for v in img_scale):
       self.img_scale = [tuple(s) for s in img_scale]
     else:
       self.img_scale = [tuple(img_scale)]
@@ -345,6 +345,120 @@ class Pad:
     return results
 
 
+class AdjustGamma:
+  """Gamma correction by lookup table (mmcv ``lut_transform``)."""
+
+  def __init__(self, gamma=1.0):
+    if gamma <= 0:
+      raise ValueError(f"AdjustGamma: gamma must be positive, got {gamma}")
+    inv_gamma = 1.0 / gamma
+    self.table = np.array([(i / 255.0) ** inv_gamma * 255 for i in np.arange(256)]).astype("uint8")
+
+  def __call__(self, results):
+    results["img"] = cv2.LUT(np.array(results["img"], dtype=np.uint8), self.table)
+    return results
+
+
+class CLAHE:
+  """Contrast-limited adaptive histogram equalisation per channel."""
+
+  def __init__(self, clip_limit=40.0, tile_grid_size=(8, 8)):
+    self.clip_limit = clip_limit
+    self.tile_grid_size = tuple(tile_grid_size)
+
+  def __call__(self, results):
+    clahe = cv2.createCLAHE(self.clip_limit, self.tile_grid_size)
+    img = results["img"]
+    for i in range(img.shape[2]):
+      img[:, :, i] = clahe.apply(np.array(img[:, :, i], dtype=np.uint8))
+    return results
+
+
+class Rerange:
+  """Linearly map the image's [min, max] to [min_value, max_value] (float64, as mmseg)."""
+
+  def __init__(self, min_value=0, max_value=255):
+    if min_value >= max_value:
+      raise ValueError(f"Rerange: min_value {min_value} must be below max_value {max_value}")
+    self.min_value, self.max_value = min_value, max_value
+
+  def __call__(self, results):
+    img = results["img"]
+    lo, hi = np.min(img), np.max(img)
+    if lo >= hi:
+      raise ValueError(f"Rerange: image {results.get('filename')} is constant ({lo})")
+    img = (img - lo) / (hi - lo)
+    results["img"] = img * (self.max_value - self.min_value) + self.min_value
+    return results
+
+
+class RGB2Gray:
+  """Weighted channel sum, repeated to ``out_channels`` (default: the input's channel count)."""
+
+  def __init__(self, out_channels=None, weights=(0.299, 0.587, 0.114)):
+    self.out_channels = out_channels
+    self.weights = tuple(weights)
+
+  def __call__(self, results):
+    img = results["img"]
+    if img.ndim != 3 or img.shape[2] != len(self.weights):
+      raise ValueError(f"RGB2Gray: expected an (H, W, {len(self.weights)}) image, got {img.shape}")
+    weights = np.array(self.weights).reshape((1, 1, -1))
+    img = (img * weights).sum(2, keepdims=True)
+    img = img.repeat(self.out_channels or weights.shape[2], axis=2)
+    results.update(img=img, img_shape=img.shape)
+    return results
+
+
+class SegRescale:
+  """Rescale label maps by ``scale_factor`` (nearest), e.g. for heads trained at lower resolution."""
+
+  def __init__(self, scale_factor=1):
+    self.scale_factor = scale_factor
+
+  def __call__(self, results):
+    for key in results.get("seg_fields", []):
+      if self.scale_factor != 1:
+        results[key] = imrescale(results[key], self.scale_factor, "nearest")
+    return results
+
+
+class MultiScaleFlipAug:
+  """Test-time augmentation: the inner ``transforms`` at each scale (``img_scale``, or the image's
+  own size times ``img_ratios``), with and without flip. One augmentation returns a results dict,
+  several return a list of them (mmseg returns lists keyed per field; segjax keeps whole dicts)."""
+
+  def __init__(self, transforms, img_scale=None, img_ratios=None, flip=False,
+               flip_direction="horizontal"):
+    self.transforms = Compose([build_transform(t) for t in transforms])
+    if img_ratios is not None and not isinstance(img_ratios, (list, tuple)):
+      img_ratios = [img_ratios]
+    if img_scale is not None and isinstance(img_scale, (list, tuple)) and img_scale and \
+        all(isinstance(v, (int, float)) for v in img_scale):
+      img_scale = [tuple(img_scale)]
+    if img_scale is not None and img_ratios is not None:
+      img_scale = [(int(w * r), int(h * r)) for w, h in img_scale for r in img_ratios]
+    self.img_scale = img_scale
+    self.img_ratios = img_ratios
+    self.flip = flip
+    self.flip_direction = flip_direction if isinstance(flip_direction, list) else [flip_direction]
+
+  def __call__(self, results, rng=None):
+    if self.img_scale is None:
+      h, w = results["img"].shape[:2]
+      scales = [(int(w * r), int(h * r)) for r in (self.img_ratios or [1.0])]
+    else:
+      scales = self.img_scale
+    flips = [(False, None)] + ([(True, d) for d in self.flip_direction] if self.flip else [])
+    outs = []
+    for scale in scales:
+      for flip, direction in flips:
+        r = dict(results, scale=tuple(scale), flip=flip, flip_direction=direction)
+        r["seg_fields"] = list(results.get("seg_fields", []))
+        outs.append(self.transforms(r, rng))
+    return outs[0] if len(outs) == 1 else outs
+
+
 class DefaultFormatBundle:
   """Accepted for mmseg configs; segjax keeps HWC numpy arrays (no tensors, no DataContainers)."""
 
@@ -376,6 +490,12 @@ TRANSFORMS: dict[str, type] = {
     "PhotoMetricDistortion": PhotoMetricDistortion,
     "Normalize": Normalize,
     "Pad": Pad,
+    "AdjustGamma": AdjustGamma,
+    "CLAHE": CLAHE,
+    "Rerange": Rerange,
+    "RGB2Gray": RGB2Gray,
+    "SegRescale": SegRescale,
+    "MultiScaleFlipAug": MultiScaleFlipAug,
     "DefaultFormatBundle": DefaultFormatBundle,
     "ImageToTensor": DefaultFormatBundle,
     "Collect": Collect,

@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from segjax import layers
 
@@ -47,3 +48,36 @@ def encode_decode(model: nn.Module, variables, img: jax.Array) -> jax.Array:
   logits = model.apply(variables, img, train=False)["decode"]
   align = bool(model.decode_head.get("align_corners", False))
   return layers.resize(logits, img.shape[1:3], align)
+
+
+def slide_inference(model: nn.Module, variables, img: jax.Array, crop_size, stride) -> jax.Array:
+  """mmseg ``slide_inference`` (before rescaling): ``encode_decode`` on crops of ``crop_size``
+  every ``stride`` (the last crop of a row/column flush with the border), logits summed into
+  place and divided by how many crops cover each pixel. Crop positions are static, so this jits."""
+  _, h_img, w_img, _ = img.shape
+  h_crop, w_crop = crop_size
+  h_stride, w_stride = stride
+  h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+  w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+  preds, count = None, np.zeros((1, h_img, w_img, 1), np.float32)
+  for h_idx in range(h_grids):
+    for w_idx in range(w_grids):
+      y1, x1 = h_idx * h_stride, w_idx * w_stride
+      y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+      y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+      crop = encode_decode(model, variables, img[:, y1:y2, x1:x2])
+      if preds is None:
+        preds = jnp.zeros(img.shape[:3] + crop.shape[3:], crop.dtype)
+      preds = preds.at[:, y1:y2, x1:x2].add(crop)
+      count[:, y1:y2, x1:x2] += 1
+  return preds / jnp.asarray(count)
+
+
+def inference_logits(model: nn.Module, variables, img: jax.Array, test_cfg=None) -> jax.Array:
+  """Logits at the input size by ``test_cfg.mode``: 'whole' (default) or 'slide'."""
+  test_cfg = test_cfg or {}
+  if test_cfg.get("mode", "whole") == "slide":
+    return slide_inference(model, variables, img, test_cfg["crop_size"], test_cfg["stride"])
+  if test_cfg.get("mode", "whole") != "whole":
+    raise ValueError(f"test_cfg.mode={test_cfg['mode']!r}; expected 'whole' or 'slide'")
+  return encode_decode(model, variables, img)

@@ -17,12 +17,13 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from segjax import evaluation, losses, sharding
 from segjax.data.datasets import build_dataset
 from segjax.data import loader
 from segjax.models import build_segmentor, to_plain
-from segjax.models.segmentor import encode_decode
+from segjax.models.segmentor import inference_logits
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
 from segjax.train.writers import MetricWriter
@@ -68,20 +69,28 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, model_cfg
   return new_state, logs
 
 
-def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: int):
-  """Areas (4, num_classes) of the batch: whole-image logits resized to the label size."""
-  logits = encode_decode(model, variables, batch["img"])
+def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: int, test_cfg=None):
+  """Areas (4, num_classes) of the batch: test-mode logits resized to the label size."""
+  logits = inference_logits(model, variables, batch["img"], test_cfg)
   label = batch["gt_semantic_seg"]
   if logits.shape[1:3] != label.shape[1:3]:
     logits = resize(logits, label.shape[1:3], bool(model.decode_head.get("align_corners", False)))
   return evaluation.batch_areas(jnp.argmax(logits, -1), label, num_classes, ignore_index)
 
 
-def evaluate(eval_fn, variables, dataset, host_batch_size: int, mesh) -> dict:
+def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:
+  """mIoU over ``dataset``: each host evaluates its share on its own devices (images of one
+  shape batched together), then the per-class areas are summed over hosts."""
+  mesh = sharding.make_mesh(local=True)
+  # Replicated training parameters -> this host's copy, placed on this host's devices only.
+  local_copy = lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a
+  variables = jax.device_put(jax.tree.map(local_copy, variables), sharding.replicated(mesh))
   totals = np.zeros((4, dataset.num_classes), np.float64)
   for batch in loader.eval_batches(dataset, host_batch_size):
     batch.pop("index")
-    totals += np.asarray(jax.device_get(eval_fn(variables, sharding.global_batch(batch, mesh))))
+    totals += np.asarray(jax.device_get(eval_fn(variables, sharding.local_batch(batch, mesh))))
+  if jax.process_count() > 1:
+    totals = multihost_utils.process_allgather(totals).sum(0)
   return evaluation.total_area_to_metrics(*totals, metrics=["mIoU"])
 
 
@@ -140,7 +149,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sharding, repl), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
-                                      ignore_index=val_set.ignore_index), out_shardings=repl)
+                                      ignore_index=val_set.ignore_index,
+                                      test_cfg=model_cfg.get("test_cfg")))
   writer = MetricWriter(workdir)
   stop = {"signal": None}
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
@@ -168,7 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         timer = _Timer()
       if step % config.evaluation.interval == 0 or step == total:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        metrics = evaluate(eval_fn, variables, val_set, host_batch, mesh)
+        metrics = evaluate(eval_fn, variables, val_set, host_batch)
         summary = evaluation.summary(metrics)
         writer.write_scalars(step, summary, mode="val")
         logging.info("step %d val: %s\n%s", step,
@@ -189,14 +199,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
   """``--mode=eval``: evaluate the latest checkpoint in ``workdir`` (or ``config.load_from``)."""
-  mesh = sharding.make_mesh()
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
   val_set = build_dataset(config.data.val)
   variables = checkpoint.load_variables(config.load_from or workdir)
   eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=val_set.num_classes,
-                                      ignore_index=val_set.ignore_index))
-  metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count(), mesh)
+                                      ignore_index=val_set.ignore_index,
+                                      test_cfg=model_cfg.get("test_cfg")))
+  metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count())
   summary = evaluation.summary(metrics)
   logging.info("eval: %s\n%s", "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
                evaluation.format_table(metrics, val_set.CLASSES))

@@ -1,0 +1,14 @@
+"""upernet on ADE20K: mmseg's configs/upernet/upernet_<variant>_ade20k.py, one variant string each.
+
+  python main.py --config=configs/upernet_ade20k.py:r50_512x512_80k --workdir=work_dirs/upernet_r50_512x512_80k_ade20k
+
+Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
+Expected results: mmseg's published mIoU for the same variant (README.md, 'Model zoo').
+"""
+from configs import common
+
+VARIANTS = ("r50_512x512_80k", "r101_512x512_80k", "r50_512x512_160k", "r101_512x512_160k")
+
+
+def get_config(variant: str = "r50_512x512_80k"):
+  return common.mmseg_config("upernet", "ade20k", variant, VARIANTS)

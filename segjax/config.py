@@ -1,0 +1,41 @@
+"""The fields every segjax config has. ``configs/*.py`` fill model, data and schedule on top of
+``base_config()`` and lock the result; ``segjax.convert.mmseg_config`` does the same from an mmseg
+config file."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def sgd(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> dict:
+  """mmseg's default optimizer: SGD lr 0.01, momentum 0.9, weight decay 5e-4 (added to the gradient)."""
+  return dict(type="SGD", lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+
+
+def poly(power: float = 0.9, min_lr: float = 1e-4) -> dict:
+  """mmseg's ``lr_config = dict(policy='poly', power=0.9, min_lr=1e-4, by_epoch=False)``."""
+  return dict(policy="poly", power=power, min_lr=min_lr, by_epoch=False)
+
+
+def schedule(total_iters: int) -> dict:
+  """mmseg's schedule_{20,40,80,160}k: evaluate and checkpoint every tenth of the run."""
+  return dict(total_iters=total_iters, evaluation=dict(interval=total_iters // 10, metric="mIoU"),
+              checkpoint=dict(interval=total_iters // 10, max_to_keep=3))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every config has; a config fills model/data/schedule and returns it locked."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.optimizer = sgd()
+  c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)))
+  c.lr_config = poly()
+  c.log_interval = 50
+  # A workdir's own checkpoints resume automatically; load_from only initialises weights.
+  c.load_from = config_dict.placeholder(str)
+  c.distributed = dict(enabled=False, coordinator_address=config_dict.placeholder(str),
+                       num_processes=config_dict.placeholder(int),
+                       process_id=config_dict.placeholder(int))
+  return c
+
+

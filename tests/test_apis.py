@@ -1,0 +1,107 @@
+"""tools/convert_weights.py -> init_segmentor -> segmentor_logits reproduces mmseg; slide and
+TTA inference follow mmseg's rules; mmseg config files are read with _base_ and _delete_."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ORACLE, ROOT, require
+from segjax import apis
+from segjax.convert.mmseg_config import load_mmseg_config
+from segjax.models.segmentor import encode_decode, slide_inference
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  pytest.importorskip("torch")
+  case = require(os.path.join(ORACLE, "pspnet_r18-d8"))
+  out = str(tmp_path_factory.mktemp("converted") / "pspnet_r18")
+  r = subprocess.run([sys.executable, "tools/convert_weights.py", os.path.join(case, "model.pth"), out,
+                      "--mmseg-config", os.path.join(case, "mmseg_model.json")],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr
+  return case, out
+
+
+def test_converted_dir_reproduces_mmseg_logits(converted):
+  case, out = converted
+  model = apis.init_segmentor(out)
+  x = np.load(os.path.join(case, "input.npy")).transpose(0, 2, 3, 1)
+  ref = np.load(os.path.join(case, "logits.npy")).transpose(0, 2, 3, 1)
+  assert np.abs(np.asarray(apis.segmentor_logits(model, x)) - ref).max() < 1e-4
+
+
+def test_inference_segmentor_and_show_result(converted, tmp_path):
+  _, out = converted
+  model = apis.init_segmentor(out)
+  img = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
+  seg = apis.inference_segmentor(model, img)
+  assert seg.shape == (37, 53) and seg.min() >= 0 and seg.max() < 19
+  probs = apis.inference_probs(model, img, scales=(0.5, 1.0), flip=True)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  overlay = apis.show_result(model, img, np.zeros((37, 53), np.int64), opacity=0.5,
+                             out_file=str(tmp_path / "o.png"))
+  colour = np.asarray(apis._palette(model, 19)[0][::-1], np.float64)  # BGR
+  np.testing.assert_array_equal(overlay, (img * 0.5 + colour * 0.5).astype(np.uint8))
+  assert os.path.exists(tmp_path / "o.png")
+
+
+def test_slide_inference_follows_mmseg_grid(converted):
+  _, out = converted
+  model = apis.init_segmentor(out)
+  x = np.random.default_rng(1).normal(size=(1, 40, 70, 3)).astype(np.float32)
+  # One crop covering the image equals whole inference.
+  whole = encode_decode(model.model, model.variables, x)
+  one = slide_inference(model.model, model.variables, x, (48, 80), (32, 64))
+  np.testing.assert_allclose(np.asarray(one), np.asarray(whole), atol=1e-5)
+  # Crops (h 32, w 48) every (16, 32): rows y1 in {0, 8} (the last crop is moved flush with the
+  # border), cols x1 in {0, 22}; the overlap is averaged.
+  slide = np.asarray(slide_inference(model.model, model.variables, x, (32, 48), (16, 32)))
+  expected = np.zeros_like(slide)
+  count = np.zeros(slide.shape[:3] + (1,))
+  for y1 in (0, 8):
+    for x1 in (0, 22):
+      expected[:, y1:y1 + 32, x1:x1 + 48] += np.asarray(
+          encode_decode(model.model, model.variables, x[:, y1:y1 + 32, x1:x1 + 48]))
+      count[:, y1:y1 + 32, x1:x1 + 48] += 1
+  np.testing.assert_allclose(slide, expected / count, atol=1e-5)
+
+
+def test_mmseg_config_base_and_delete(tmp_path):
+  (tmp_path / "_base_").mkdir()
+  (tmp_path / "_base_" / "model.py").write_text(
+      "norm_cfg = dict(type='SyncBN', requires_grad=True)\n"
+      "model = dict(type='EncoderDecoder', backbone=dict(type='ResNetV1c', depth=50, norm_cfg=norm_cfg),\n"
+      "             decode_head=dict(type='PSPHead', channels=512, loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)))\n")
+  (tmp_path / "child.py").write_text(
+      "_base_ = ['./_base_/model.py']\n"
+      "model = dict(backbone=dict(depth=101),\n"
+      "             decode_head=dict(loss_decode=dict(_delete_=True, type='DiceLoss')))\n")
+  cfg = load_mmseg_config(str(tmp_path / "child.py"))
+  assert cfg["model"]["backbone"] == {"type": "ResNetV1c", "depth": 101,
+                                      "norm_cfg": {"type": "SyncBN", "requires_grad": True}}
+  assert cfg["model"]["decode_head"]["loss_decode"] == {"type": "DiceLoss"}
+  assert cfg["model"]["decode_head"]["channels"] == 512
+
+
+def test_mmseg_config_to_segjax_config(tmp_path):
+  (tmp_path / "cfg.py").write_text(
+      "model = dict(type='EncoderDecoder', backbone=dict(type='ResNetV1c', depth=18),\n"
+      "             decode_head=dict(type='FCNHead', in_channels=512, channels=8, num_classes=3))\n"
+      "optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0005)\n"
+      "lr_config = dict(policy='poly', power=0.9, min_lr=1e-4, by_epoch=False)\n"
+      "runner = dict(type='IterBasedRunner', max_iters=40000)\n"
+      "evaluation = dict(interval=4000, metric='mIoU')\n"
+      "data = dict(samples_per_gpu=2, workers_per_gpu=2,\n"
+      "            train=dict(type='CityscapesDataset', data_root='data/cityscapes', img_dir='a', ann_dir='b', pipeline=[]),\n"
+      "            val=dict(type='CityscapesDataset', data_root='data/cityscapes', img_dir='c', ann_dir='d', pipeline=[]))\n")
+  from segjax.convert.mmseg_config import to_segjax_config
+  c = to_segjax_config(load_mmseg_config(str(tmp_path / "cfg.py")))
+  assert c.total_iters == 40000 and c.evaluation.interval == 4000 and c.optimizer.lr == 0.02
+  assert c.model.decode_head.num_classes == 3 and c.data.train.img_dir == "a"
+  with pytest.raises(AttributeError):
+    c.nonexistent = 1
