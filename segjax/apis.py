@@ -23,7 +23,8 @@ import numpy as np
 
 from segjax import layers
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
-from segjax.models import build_segmentor, to_plain
+from segjax.config import to_plain
+from segjax.models import build_segmentor
 from segjax.models.segmentor import encode_decode, inference_logits
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)

@@ -3,6 +3,8 @@
 config file."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -39,3 +41,14 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+
+
+def to_plain(value: Any) -> Any:
+  """ConfigDict/dict/list -> plain dicts and tuples (hashable leaves for Flax module fields)."""
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: to_plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(to_plain(v) for v in value)
+  return value

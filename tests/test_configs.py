@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from segjax.models import build_segmentor, to_plain
+from segjax.models import build_segmentor
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*_*.py")))
 CASES = [(name, v) for name in CONFIG_FILES

@@ -14,7 +14,8 @@ from flax import traverse_util
 from conftest import ROOT
 from configs import pspnet_synthetic
 from segjax import sharding
-from segjax.models import build_segmentor, to_plain
+from segjax.config import to_plain
+from segjax.models import build_segmentor
 from segjax.train import checkpoint, loop, optim
 
 

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from segjax.data import synthetic
-from segjax.data.transforms import DataError, build_pipeline
+from segjax.data.transforms import DataError, build_from, build_pipeline
+from segjax.config import to_plain
 
 
 class CustomDataset:
@@ -241,11 +242,4 @@ DATASETS: dict[str, type] = {
 
 
 def build_dataset(cfg: Mapping[str, Any]) -> CustomDataset:
-  cfg = dict(cfg)
-  kind = cfg.pop("type", None)
-  if kind not in DATASETS:
-    raise ValueError(f"dataset type={kind!r} is not available; expected one of {sorted(DATASETS)}")
-  try:
-    return DATASETS[kind](**cfg)
-  except TypeError as e:
-    raise ValueError(f"dataset {kind}: {e}") from None
+  return build_from(DATASETS, to_plain(cfg), "dataset")

@@ -516,15 +516,20 @@ class Compose:
     return results
 
 
-def build_transform(cfg: Mapping) -> Callable:
+def build_from(table: Mapping[str, Callable], cfg: Mapping, what: str):
+  """``table[cfg['type']](**rest)``; an unknown type or argument is an error naming it."""
   cfg = dict(cfg)
   kind = cfg.pop("type", None)
-  if kind not in TRANSFORMS:
-    raise ValueError(f"pipeline transform type={kind!r} is not available; expected one of {sorted(TRANSFORMS)}")
+  if kind not in table:
+    raise ValueError(f"{what} type={kind!r} is not available; expected one of {sorted(table)}")
   try:
-    return TRANSFORMS[kind](**cfg)
+    return table[kind](**cfg)
   except TypeError as e:
-    raise ValueError(f"pipeline transform {kind}: {e}") from None
+    raise ValueError(f"{what} {kind}: {e}") from None
+
+
+def build_transform(cfg: Mapping) -> Callable:
+  return build_from(TRANSFORMS, cfg, "pipeline transform")
 
 
 def build_pipeline(cfgs: Sequence[Mapping]) -> Compose:

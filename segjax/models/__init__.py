@@ -16,6 +16,7 @@ from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
 from segjax.models.segmentor import EncoderDecoder
+from segjax.config import to_plain
 
 BACKBONES = {
     "ResNet": ResNet,
@@ -35,17 +36,6 @@ HEADS = {
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
-
-
-def to_plain(value: Any) -> Any:
-  """ConfigDict/dict/list -> plain dicts and tuples (hashable leaves for Flax module fields)."""
-  if hasattr(value, "to_dict"):
-    value = value.to_dict()
-  if isinstance(value, Mapping):
-    return {k: to_plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return tuple(to_plain(v) for v in value)
-  return value
 
 
 def module_kwargs(cls: type, cfg: Mapping, where: str) -> dict:

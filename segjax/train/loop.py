@@ -22,7 +22,8 @@ from jax.experimental import multihost_utils
 from segjax import evaluation, losses, sharding
 from segjax.data.datasets import build_dataset
 from segjax.data import loader
-from segjax.models import build_segmentor, to_plain
+from segjax.config import to_plain
+from segjax.models import build_segmentor
 from segjax.models.segmentor import inference_logits
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
