@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT
 from segjax.models import build_segmentor
 
-CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*_*.py")))
+CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*_*.py"))
+                      if not os.path.basename(p).startswith("__"))
 CASES = [(name, v) for name in CONFIG_FILES
          for v in getattr(importlib.import_module(f"configs.{name}"), "VARIANTS", ("r18",))]
 
