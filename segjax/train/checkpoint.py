@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import grain.python as grain
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -38,21 +39,45 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, data_ite
   return restored["state"], step
 
 
+def _find(path: str):
+  """(manager, step) of the newest checkpoint under a workdir, its ``checkpoints`` folder or a
+  folder of step folders; (None, None) when there is none."""
+  for candidate in (os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(candidate):
+      mngr = ocp.CheckpointManager(candidate, item_handlers={
+          "state": ocp.StandardCheckpointHandler(), "data": grain.PyGrainCheckpointHandler()})
+      step = mngr.latest_step()
+      if step is not None:
+        return mngr, step
+  return None, None
+
+
+def latest_step(path: str) -> int:
+  """The step of the checkpoint ``load_variables(path)`` reads (0 for a bare ``state`` folder)."""
+  return _find(os.path.abspath(path))[1] or 0
+
+
 def load_variables(path: str) -> dict:
   """``params`` and ``batch_stats`` from a segjax checkpoint: a workdir, its ``checkpoints``
   folder, or one step folder. Used by ``load_from`` and the inference API."""
   path = os.path.abspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-  for candidate in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(candidate):
-      mngr = ocp.CheckpointManager(candidate)
-      step = mngr.latest_step()
-      if step is not None:
-        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-        return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  if os.path.isdir(os.path.join(path, "state")):
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
-    return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  raise FileNotFoundError(f"no segjax checkpoint found in {path!r} (expected a workdir, its "
-                          "'checkpoints' folder or a step folder with a 'state' item)")
+  mngr, step = _find(path)
+  if mngr is not None:
+    # Restore onto this process's first device whatever mesh wrote the checkpoint.
+    target = _on_one_device(mngr.item_metadata(step)["state"])
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+  elif os.path.isdir(os.path.join(path, "state")):
+    checkpointer = ocp.StandardCheckpointer()
+    state_dir = os.path.join(path, "state")
+    state = checkpointer.restore(state_dir, _on_one_device(checkpointer.metadata(state_dir).item_metadata))
+  else:
+    raise FileNotFoundError(f"no segjax checkpoint found in {path!r} (expected a workdir, its "
+                            "'checkpoints' folder or a step folder with a 'state' item)")
+  return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+
+
+def _on_one_device(metadata):
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)

@@ -209,6 +209,9 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
                                       test_cfg=model_cfg.get("test_cfg")))
   metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count())
   summary = evaluation.summary(metrics)
+  writer = MetricWriter(workdir)
+  writer.write_scalars(int(checkpoint.latest_step(config.load_from or workdir)), summary, mode="eval")
+  writer.close()
   logging.info("eval: %s\n%s", "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
                evaluation.format_table(metrics, val_set.CLASSES))
   return summary
