@@ -121,8 +121,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
                jax.local_device_count(), host_batch * jax.process_count())
 
-  tx, schedule = optim.build_optimizer(config)
   rng = jax.random.PRNGKey(config.seed)
+  param_shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 64, 64, 3)))["params"], rng)
+  tx, schedule = optim.build_optimizer(config, param_shapes)
   repl = sharding.replicated(mesh)
   abstract = jax.eval_shape(functools.partial(create_train_state, model, tx), rng)
   state_sharding = jax.tree.map(lambda _: repl, abstract)

@@ -1,38 +1,150 @@
 """Optimizers and learning-rate schedules from config, with mmcv's semantics.
 
-SGD adds ``weight_decay * param`` to the gradient before momentum (PyTorch's SGD), and the poly
-schedule is mmcv's ``PolyLrUpdaterHook`` by iteration: ``(base_lr - min_lr) * (1 - it/max_iters)
-** power + min_lr``.
+- SGD adds ``weight_decay * param`` to the gradient before momentum (PyTorch's SGD); AdamW
+  decouples it; Adam adds it to the gradient.
+- ``paramwise_cfg`` (mmcv's DefaultOptimizerConstructor): ``custom_keys`` ({substring: {lr_mult,
+  decay_mult}}, longest key first), else ``bias_lr_mult``/``bias_decay_mult`` for conv/linear
+  biases and ``norm_decay_mult`` for norm weights and biases. Names are matched in mmseg's
+  dotted form (``backbone.layer1.0.bn1.weight``).
+- Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
+  annealing, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
+  ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
 """
 from __future__ import annotations
 
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
 import optax
+from flax import traverse_util
+
+
+def _regular_lr(lr_cfg: Mapping, base_lr: float, max_iters: int):
+  policy = lr_cfg["policy"]
+  if policy == "poly":
+    power, min_lr = lr_cfg.get("power", 1.0), lr_cfg.get("min_lr", 0.0)
+    return lambda it: (base_lr - min_lr) * (1 - it / max_iters) ** power + min_lr
+  if policy == "step":
+    steps, gamma, min_lr = lr_cfg["step"], lr_cfg.get("gamma", 0.1), lr_cfg.get("min_lr")
+    def step_lr(it):
+      if isinstance(steps, int):
+        exp = it // steps
+      else:
+        exp = sum(jnp.asarray(it) >= s for s in steps)
+      lr = base_lr * gamma ** exp
+      return lr if min_lr is None else jnp.maximum(lr, min_lr)
+    return step_lr
+  if policy == "CosineAnnealing":
+    ratio = lr_cfg.get("min_lr_ratio")
+    target = base_lr * ratio if ratio is not None else lr_cfg.get("min_lr", 0.0)
+    return lambda it: target + (base_lr - target) / 2 * (jnp.cos(math.pi * it / max_iters) + 1)
+  if policy == "fixed":
+    return lambda it: base_lr * jnp.ones_like(jnp.asarray(it, jnp.float32))
+  raise ValueError(f"lr_config.policy={policy!r} is not supported; expected one of "
+                   "'poly', 'step', 'CosineAnnealing', 'fixed'")
 
 
 def build_schedule(config) -> optax.Schedule:
-  lr_cfg = config.lr_config
-  base_lr = config.optimizer.lr
-  policy = lr_cfg.policy
-  if policy == "poly":
-    return optax.polynomial_schedule(init_value=base_lr, end_value=lr_cfg.min_lr,
-                                     power=lr_cfg.power, transition_steps=config.total_iters)
-  if policy == "fixed":
-    return optax.constant_schedule(base_lr)
-  raise ValueError(f"lr_config.policy={policy!r} is not supported; expected 'poly' or 'fixed'")
+  """lr(iteration) of ``config.lr_config`` for ``config.optimizer.lr`` over ``config.total_iters``."""
+  lr_cfg = dict(config.lr_config)
+  regular = _regular_lr(lr_cfg, config.optimizer.lr, config.total_iters)
+  warmup, warmup_iters = lr_cfg.get("warmup"), lr_cfg.get("warmup_iters") or 0
+  ratio = lr_cfg.get("warmup_ratio", 0.1)
+  if warmup is None or warmup_iters == 0:
+    return lambda it: jnp.asarray(regular(jnp.asarray(it, jnp.float32)), jnp.float32)
+  if warmup not in ("constant", "linear", "exp"):
+    raise ValueError(f"lr_config.warmup={warmup!r}; expected 'constant', 'linear' or 'exp'")
+
+  def schedule(it):
+    it = jnp.asarray(it, jnp.float32)
+    lr = regular(it)
+    if warmup == "constant":
+      factor = ratio
+    elif warmup == "linear":
+      factor = 1 - (1 - it / warmup_iters) * (1 - ratio)
+    else:
+      factor = ratio ** (1 - it / warmup_iters)
+    return jnp.asarray(jnp.where(it < warmup_iters, lr * factor, lr), jnp.float32)
+  return schedule
 
 
-def build_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  opt = config.optimizer
+def torch_name(path: tuple) -> str:
+  """Flax parameter path -> mmseg's state_dict name (``kernel``/``scale`` -> ``weight``)."""
+  leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(path[-1], path[-1])
+  return ".".join((*path[:-1], leaf))
+
+
+def param_multipliers(params, paramwise_cfg: Mapping | None) -> tuple[Any, Any]:
+  """Trees of per-parameter (lr_mult, decay_mult) following mmcv's DefaultOptimizerConstructor."""
+  cfg = dict(paramwise_cfg or {})
+  custom = dict(cfg.get("custom_keys") or {})
+  keys = sorted(sorted(custom), key=len, reverse=True)
+  flat = traverse_util.flatten_dict(params)
+  lr_mult, decay_mult = {}, {}
+  for path in flat:
+    name = torch_name(path)
+    siblings = {p[-1] for p in flat if p[:-1] == path[:-1]}
+    is_norm = "scale" in siblings  # norm layers hold {scale, bias}; convs/linears {kernel, bias}
+    lr, wd = 1.0, 1.0
+    for key in keys:
+      if key in name:
+        lr = custom[key].get("lr_mult", 1.0)
+        wd = custom[key].get("decay_mult", 1.0)
+        break
+    else:
+      if path[-1] == "bias" and not is_norm:
+        lr = cfg.get("bias_lr_mult", 1.0)
+        wd = cfg.get("bias_decay_mult", 1.0)
+      if is_norm:
+        wd = cfg.get("norm_decay_mult", 1.0)
+    lr_mult[path], decay_mult[path] = lr, wd
+  return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
+
+
+def _scale_by_tree(tree) -> optax.GradientTransformation:
+  return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u, m: u * m, updates, tree))
+
+
+def _add_decay(weight_decay: float, decay_mult) -> optax.GradientTransformation:
+  def add(updates, params):
+    return jax.tree.map(lambda u, p, m: u + weight_decay * m * p, updates, params, decay_mult)
+  return optax.stateless(add)
+
+
+def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """optax transformation for ``config.optimizer`` (+ ``paramwise_cfg``, gradient clipping).
+
+  ``params`` (or a tree of the same structure) is needed only when ``paramwise_cfg`` is set.
+  """
+  opt = dict(config.optimizer)
   schedule = build_schedule(config)
-  if opt.type == "SGD":
-    tx = optax.chain(optax.add_decayed_weights(opt.weight_decay),
-                     optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.get("nesterov", False)))
-  elif opt.type == "AdamW":
-    tx = optax.adamw(schedule, b1=opt.betas[0], b2=opt.betas[1], eps=opt.get("eps", 1e-8),
-                     weight_decay=opt.weight_decay)
+  paramwise = opt.pop("paramwise_cfg", None)
+  if paramwise and params is None:
+    raise ValueError("optimizer.paramwise_cfg needs the parameter tree: build_optimizer(config, params)")
+  if paramwise:
+    lr_mult, decay_mult = param_multipliers(params, paramwise)
   else:
-    raise ValueError(f"optimizer.type={opt.type!r} is not supported; expected 'SGD' or 'AdamW'")
+    lr_mult = decay_mult = None
+  wd = opt.get("weight_decay", 0.0) or 0.0
+  decay = (_add_decay(wd, decay_mult) if decay_mult is not None else optax.add_decayed_weights(wd))
+  kind = opt["type"]
+  if kind == "SGD":
+    momentum = opt.get("momentum", 0.0) or None
+    core = [decay, optax.trace(decay=momentum, nesterov=opt.get("nesterov", False))] if momentum else [decay]
+  elif kind == "Adam":
+    b1, b2 = opt.get("betas", (0.9, 0.999))
+    core = [decay, optax.scale_by_adam(b1=b1, b2=b2, eps=opt.get("eps", 1e-8))]
+  elif kind == "AdamW":
+    b1, b2 = opt.get("betas", (0.9, 0.999))
+    core = [optax.scale_by_adam(b1=b1, b2=b2, eps=opt.get("eps", 1e-8)), decay]
+  else:
+    raise ValueError(f"optimizer.type={kind!r} is not supported; expected 'SGD', 'Adam' or 'AdamW'")
+  parts = core + [optax.scale_by_learning_rate(schedule)]
+  if lr_mult is not None:
+    parts.append(_scale_by_tree(lr_mult))
   max_norm = config.optimizer_config.grad_clip.max_norm
   if max_norm:
-    tx = optax.chain(optax.clip_by_global_norm(max_norm), tx)
-  return tx, schedule
+    parts.insert(0, optax.clip_by_global_norm(max_norm))
+  return optax.chain(*parts), schedule
