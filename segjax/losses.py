@@ -1,9 +1,12 @@
 """Segmentation losses with MMSegmentation's reduction rules.
 
-mmseg's ``CrossEntropyLoss`` with ``reduction='mean'`` averages the per-pixel loss over *all*
-pixels, ignored ones counting as zero (``avg_non_ignore=False``, the default), and ``class_weight``
-scales each pixel's loss without renormalising: logits [100, -100] with label 1 give 200, and with
-``class_weight=[0.8, 0.2]`` give 40.
+mmseg reduces with ``weight_reduce_loss``: the element-wise loss is multiplied by an optional
+per-pixel weight (OHEM's selection, the valid mask) and averaged over *all* elements, ignored
+ones counting as zero, unless ``avg_non_ignore=True``. ``class_weight`` scales each pixel's loss
+without renormalising: logits [100, -100] with label 1 give 200 (softmax CE), 100 with
+``use_sigmoid=True``, and 40 with ``class_weight=[0.8, 0.2]``.
+
+All functions take logits (..., C) channels-last and integer labels (...).
 """
 from __future__ import annotations
 
@@ -11,27 +14,110 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from segjax import layers
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
-                  class_weight: Sequence[float] | None = None,
-                  avg_non_ignore: bool = False) -> jax.Array:
-  """``F.cross_entropy(weight=class_weight, reduction='none', ignore_index)`` then mmseg's mean.
+def _class_weight(class_weight) -> jax.Array | None:
+  """A list, or a ``.npy``/``.txt`` file path as mmseg's ``get_class_weight`` accepts."""
+  if class_weight is None:
+    return None
+  if isinstance(class_weight, str):
+    values = np.load(class_weight) if class_weight.endswith(".npy") else np.loadtxt(class_weight)
+    return jnp.asarray(values, jnp.float32)
+  return jnp.asarray(class_weight, jnp.float32)
 
-  logits: (..., C); labels: (...) integer.
-  """
+
+def _reduce(loss: jax.Array, weight: jax.Array | None, avg_factor) -> jax.Array:
+  if weight is not None:
+    loss = loss * weight
+  return loss.mean() if avg_factor is None else loss.sum() / jnp.maximum(avg_factor, 1)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                  class_weight=None, avg_non_ignore: bool = False, weight=None,
+                  use_sigmoid: bool = False) -> jax.Array:
+  """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``)."""
+  if use_sigmoid:
+    return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
-  if class_weight is not None:
-    loss = loss * jnp.asarray(class_weight, jnp.float32)[safe]
+  cw = _class_weight(class_weight)
+  if cw is not None:
+    loss = loss * cw[safe]
   loss = jnp.where(valid, loss, 0.0)
-  if avg_non_ignore:
-    return loss.sum() / jnp.maximum(valid.sum(), 1)
-  return loss.mean()
+  return _reduce(loss, weight, valid.sum() if avg_non_ignore else None)
+
+
+def binary_cross_entropy(logits, labels, ignore_index=255, class_weight=None,
+                         avg_non_ignore=False, weight=None) -> jax.Array:
+  """mmseg ``binary_cross_entropy``: one-hot targets over C channels (or the single channel of a
+  binary head), BCE with logits, ``class_weight`` as ``pos_weight``, invalid pixels weighted 0."""
+  logits = logits.astype(jnp.float32)
+  valid = (labels >= 0) & (labels != ignore_index)
+  if logits.shape[-1] == 1:
+    target = jnp.where(valid, labels, 0).astype(jnp.float32)[..., None]
+  else:
+    target = jax.nn.one_hot(jnp.where(valid, labels, -1), logits.shape[-1])
+  pos_weight = _class_weight(class_weight)
+  log_p, log_not_p = jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+  pw = 1.0 if pos_weight is None else pos_weight
+  loss = -(pw * target * log_p + (1 - target) * log_not_p)
+  mask = jnp.broadcast_to(valid[..., None], loss.shape).astype(jnp.float32)
+  if weight is not None:
+    mask = mask * weight[..., None]
+  return _reduce(loss, mask, valid.sum() * loss.shape[-1] if avg_non_ignore else None)
+
+
+def dice_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, exponent=2,
+              weight=None) -> jax.Array:
+  """mmseg 0.x ``DiceLoss``: softmax, per image and class 1 - (2 sum(p t m) + s) / (sum(p^e + t^e)
+  + s), averaged over classes (weighted by ``class_weight``) and then over images."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  num_classes = probs.shape[-1]
+  target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes)
+  valid = (labels != ignore_index).astype(jnp.float32)[..., None]
+  axes = tuple(range(1, probs.ndim - 1))
+  num = 2 * jnp.sum(probs * target * valid, axis=axes) + smooth
+  den = jnp.sum(probs ** exponent + target ** exponent, axis=axes) + smooth
+  per_class = 1 - num / den  # (N, C)
+  cw = _class_weight(class_weight)
+  if cw is not None:
+    per_class = per_class * cw
+  if 0 <= ignore_index < num_classes:  # mmseg skips a class whose index equals ignore_index
+    per_class = per_class.at[:, ignore_index].set(0.0)
+  per_image = per_class.sum(-1) / num_classes
+  return _reduce(per_image, None if weight is None else weight, None)
+
+
+def focal_loss(logits, labels, ignore_index=255, class_weight=None, gamma=2.0, alpha=0.5,
+               weight=None, use_sigmoid=True) -> jax.Array:
+  """mmseg ``FocalLoss`` (sigmoid): BCE with logits times (alpha t + (1-alpha)(1-t)) |t - p|^gamma
+  over one-hot targets, invalid pixels weighted 0, averaged over all elements."""
+  if not use_sigmoid:
+    raise ValueError("FocalLoss: mmseg supports only use_sigmoid=True")
+  logits = logits.astype(jnp.float32)
+  valid = labels != ignore_index
+  safe = jnp.where(valid, labels, 0)
+  num_classes = logits.shape[-1]
+  if num_classes == 1:
+    target = (1 - safe).astype(jnp.float32)[..., None]  # mmseg flips the single-channel target
+  else:
+    target = jax.nn.one_hot(safe, num_classes)
+  p = jax.nn.sigmoid(logits)
+  one_minus_pt = (1 - p) * target + p * (1 - target)
+  focal = (alpha * target + (1 - alpha) * (1 - target)) * one_minus_pt ** gamma
+  bce = -(target * jax.nn.log_sigmoid(logits) + (1 - target) * jax.nn.log_sigmoid(-logits))
+  final = jnp.broadcast_to(valid[..., None], bce.shape).astype(jnp.float32)
+  cw = _class_weight(class_weight)
+  if cw is not None:
+    final = final * cw
+  if weight is not None:
+    final = final * weight[..., None]
+  return _reduce(bce * focal, final, None)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
@@ -41,7 +127,27 @@ def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> j
   return 100.0 * correct.sum() / jnp.maximum(valid.sum(), 1)
 
 
-LOSSES = {"CrossEntropyLoss": cross_entropy}
+def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000) -> jax.Array:
+  """mmseg ``OHEMPixelSampler`` with ``thresh``: weight 1 for valid pixels whose probability of
+  the true class is below max(thresh, the (min_kept x batch)-th smallest such probability)."""
+  if thresh is None:
+    raise NotImplementedError("OHEMPixelSampler without thresh (loss ranking) is not implemented")
+  valid = labels != ignore_index
+  probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
+  prob = jnp.take_along_axis(probs, jnp.where(valid, labels, 0)[..., None], -1)[..., 0]
+  flat = jnp.where(valid, prob, jnp.inf).reshape(-1)
+  n_valid = valid.sum()
+  batch_kept = min_kept * labels.shape[0]
+  sorted_prob = jnp.sort(flat)
+  kth = sorted_prob[jnp.clip(jnp.minimum(batch_kept, n_valid - 1), 0, flat.shape[0] - 1)]
+  threshold = jnp.maximum(jnp.where(n_valid > 0, kth, 0.0), thresh)
+  return (valid & (prob < threshold)).astype(jnp.float32)
+
+
+LOSSES = {"CrossEntropyLoss": cross_entropy, "DiceLoss": dice_loss, "FocalLoss": focal_loss}
+DEFAULT_NAMES = {"CrossEntropyLoss": "loss_ce", "DiceLoss": "loss_dice", "FocalLoss": "loss_focal"}
+# Constructor arguments of mmseg's loss classes that segjax's functions do not take.
+_IGNORED_ARGS = {"reduction", "use_mask"}
 
 
 def _loss_terms(loss_cfg: Any) -> list[Mapping]:
@@ -49,21 +155,27 @@ def _loss_terms(loss_cfg: Any) -> list[Mapping]:
 
 
 def head_losses(logits: jax.Array, labels: jax.Array, head_cfg: Mapping, prefix: str) -> dict:
-  """mmseg ``BaseDecodeHead.losses``: resize logits to the label size, sum each ``loss_decode``
-  term (keyed ``{prefix}.{loss_name}``) and report ``{prefix}.acc_seg``."""
+  """mmseg ``BaseDecodeHead.losses``: resize logits to the label size, optional OHEM pixel
+  weights, sum each ``loss_decode`` term (keyed ``{prefix}.{loss_name}``), ``{prefix}.acc_seg``."""
   logits = layers.resize(logits, labels.shape[1:3], bool(head_cfg.get("align_corners", False)))
   ignore_index = head_cfg.get("ignore_index", 255)
+  weight = None
+  sampler = head_cfg.get("sampler")
+  if sampler:
+    sampler = dict(sampler)
+    if sampler.pop("type") != "OHEMPixelSampler":
+      raise ValueError("sampler.type must be 'OHEMPixelSampler'")
+    weight = ohem_weight(logits, labels, ignore_index, **sampler)
   out = {}
   for term in _loss_terms(head_cfg.get("loss_decode") or {"type": "CrossEntropyLoss"}):
-    term = dict(term)
+    term = {k: v for k, v in dict(term).items() if k not in _IGNORED_ARGS}
     kind = term.pop("type")
     if kind not in LOSSES:
       raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
-    name = term.pop("loss_name", "loss_ce")
-    weight = term.pop("loss_weight", 1.0)
-    if term.pop("use_sigmoid", False):
-      raise NotImplementedError("CrossEntropyLoss(use_sigmoid=True) is not implemented yet")
-    value = weight * LOSSES[kind](logits, labels, ignore_index=ignore_index, **term)
+    name = term.pop("loss_name", DEFAULT_NAMES[kind])
+    loss_weight = term.pop("loss_weight", 1.0)
+    term.pop("ignore_index", None)  # the head's ignore_index applies, as in mmseg
+    value = loss_weight * LOSSES[kind](logits, labels, ignore_index=ignore_index, weight=weight, **term)
     key = f"{prefix}.{name}"
     out[key] = out.get(key, 0.0) + value
   out[f"{prefix}.acc_seg"] = accuracy(logits, labels, ignore_index)

@@ -43,3 +43,60 @@ def test_segmentor_losses_weight_aux_head():
   assert float(logs["aux.loss_ce"]) == pytest.approx(0.4 * per_pixel, rel=1e-5)
   assert float(total) == pytest.approx(1.4 * per_pixel, rel=1e-5)
   assert float(logs["decode.acc_seg"]) == 0.0
+
+
+def test_sigmoid_documented_value_and_torch_bce():
+  logits = jnp.array([[100.0, -100.0]])
+  assert float(losses.cross_entropy(logits, jnp.array([1]), use_sigmoid=True)) == pytest.approx(100.0)
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)  # NHWC, 5 classes
+  y = rng.integers(0, 5, size=(2, 3, 4))
+  y[0, 0] = 255
+  cw = [0.5, 1.0, 2.0, 1.0, 0.3]
+  onehot = np.eye(5)[np.where(y == 255, 0, y)] * (y != 255)[..., None]
+  ref = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.from_numpy(x), torch.from_numpy(onehot.astype(np.float32)),
+      pos_weight=torch.tensor(cw), reduction="none").numpy() * (y != 255)[..., None]
+  out = losses.cross_entropy(jnp.asarray(x), jnp.asarray(y), use_sigmoid=True, class_weight=cw)
+  assert float(out) == pytest.approx(ref.mean(), rel=1e-5)
+
+
+def test_dice_loss_by_hand():
+  logits = np.log(np.array([[[[0.7, 0.3], [0.2, 0.8]]]], np.float32))  # N=1, H=1, W=2, C=2
+  label = np.array([[[0, 255]]])
+  p = np.array([[0.7, 0.3], [0.2, 0.8]])
+  t = np.array([[1, 0], [0, 1]])  # mmseg clamps the ignored label 255 to class C-1 = 1 ...
+  # ... and masks it in the numerator only.
+  m = np.array([[1], [0]])
+  per_class = [1 - (2 * (p[:, c] * t[:, c] * m[:, 0]).sum() + 1) / ((p[:, c] ** 2 + t[:, c] ** 2).sum() + 1)
+               for c in range(2)]
+  out = losses.dice_loss(jnp.asarray(logits), jnp.asarray(label))
+  assert float(out) == pytest.approx(sum(per_class) / 2, rel=1e-5)
+
+
+def test_focal_loss_matches_formula_with_torch_bce():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(6, 4)).astype(np.float32)
+  y = np.array([0, 1, 2, 3, 255, 1])
+  t = np.eye(4)[np.where(y == 255, 0, y)]
+  p = 1 / (1 + np.exp(-x))
+  focal = (0.5 * t + 0.5 * (1 - t)) * ((1 - p) * t + p * (1 - t)) ** 2
+  bce = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.from_numpy(x), torch.from_numpy(t.astype(np.float32)), reduction="none").numpy()
+  ref = (bce * focal * (y != 255)[:, None]).mean()
+  assert float(losses.focal_loss(jnp.asarray(x), jnp.asarray(y))) == pytest.approx(ref, rel=1e-5)
+
+
+def test_ohem_keeps_hard_pixels():
+  # True-class probabilities 0.9, 0.6, 0.2, 0.4 (+ one ignored pixel).
+  probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.6, 0.4], [0.5, 0.5]])
+  labels = np.array([0, 1, 1, 1, 255])
+  logits = jnp.asarray(np.log(probs))[None]
+  w = losses.ohem_weight(logits, jnp.asarray(labels)[None], thresh=0.5, min_kept=1)
+  # kept: below max(0.5, 2nd smallest valid prob 0.4) = 0.5 -> the 0.2 and 0.4 pixels
+  np.testing.assert_array_equal(np.asarray(w)[0], [0, 0, 1, 1, 0])
+  w = losses.ohem_weight(logits, jnp.asarray(labels)[None], thresh=0.3, min_kept=3)
+  # threshold max(0.3, 4th smallest 0.9) = 0.9 -> all valid pixels below 0.9
+  np.testing.assert_array_equal(np.asarray(w)[0], [0, 1, 1, 1, 0])
