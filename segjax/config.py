@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)))
   c.lr_config = poly()
   c.log_interval = 50
+  # 'bfloat16': mixed precision (bf16 forward/backward, float32 parameters and BN statistics).
+  c.compute_dtype = "float32"
   # A workdir's own checkpoints resume automatically; load_from only initialises weights.
   c.load_from = config_dict.placeholder(str)
   c.distributed = dict(enabled=False, coordinator_address=config_dict.placeholder(str),

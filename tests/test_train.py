@@ -109,3 +109,24 @@ def test_missing_data_root_names_path_and_preparation(tmp_path):
             f"--config.data.train.data_root={missing}")
   assert r.returncode != 0
   assert missing in r.stderr and "ensure_dataset" in r.stderr
+
+
+def test_bfloat16_step_keeps_float32_state(tiny_dataset):
+  import jax.numpy as jnp
+  c = tiny_config(tiny_dataset, total_iters=1000)
+  model_cfg = to_plain(c.model)
+  model = build_segmentor(model_cfg)
+  tx, schedule = optim.build_optimizer(c)
+  state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {"img": rng.normal(size=(2, 48, 48, 3)).astype(np.float32),
+           "gt_semantic_seg": rng.integers(0, 6, size=(2, 48, 48)).astype(np.int32)}
+  out = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
+                                     model_cfg=model_cfg, compute_dtype=dtype))
+    out[dtype] = step(state, batch)
+  (s16, logs16), (s32, logs32) = out[jnp.bfloat16], out[jnp.float32]
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((s16.params, s16.batch_stats)))
+  assert float(logs16["loss"]) == pytest.approx(float(logs32["loss"]), rel=0.05)
+  assert float(logs16["loss"]) != float(logs32["loss"])  # it really computed in bf16

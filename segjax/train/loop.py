@@ -51,13 +51,19 @@ def create_train_state(model, tx, rng, num_channels: int = 3) -> TrainState:
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=rng)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, schedule, model_cfg):
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, model_cfg,
+               compute_dtype=jnp.float32):
+  """One SGD/AdamW step. ``compute_dtype=bfloat16`` runs the forward and backward pass on bf16
+  copies of the float32 parameters and image (mixed precision); losses, gradients, the optimizer
+  and BatchNorm statistics stay float32."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  cast = lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype), tree)
 
   def loss_fn(params):
-    outputs, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                    batch["img"], train=True, mutable=["batch_stats"],
+    outputs, new_vars = model.apply({"params": cast(params), "batch_stats": state.batch_stats},
+                                    cast(batch["img"]), train=True, mutable=["batch_stats"],
                                     rngs={"dropout": dropout_rng})
+    outputs = jax.tree.map(lambda a: a.astype(jnp.float32), outputs)
     loss, logs = losses.segmentor_losses(outputs, batch["gt_semantic_seg"], model_cfg)
     return loss, (logs, new_vars.get("batch_stats", {}))
 
@@ -147,7 +153,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("resumed from %s at step %d", manager.directory, start_step)
 
   step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                      model_cfg=model_cfg),
+                                      model_cfg=model_cfg,
+                                      compute_dtype=jnp.dtype(config.compute_dtype)),
                     in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sharding, repl), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
