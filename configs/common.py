@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from segjax.config import base_config, poly, schedule, sgd  # noqa: F401  (shared schema)
 
@@ -146,7 +147,7 @@ def mmseg_config(algo: str, dataset: str, variant: str, variants) -> ml_collecti
   width = 512 if v["depth"] in (18, 34) else 2048
   slide_769 = v["crop"] == (769, 769)  # mmseg's 769x769 configs: align_corners and slide test
   model = dict(
-      type="EncoderDecoder", pretrained=None,
+      type="EncoderDecoder", pretrained=config_dict.placeholder(str),
       backbone=resnet_v1c(v["depth"], dilated=(algo != "upernet"), v1b=v["v1b"]),
       decode_head=decode_head(algo, width, num_classes, slide_769),
       auxiliary_head=fcn_aux_head(width // 2, 64 if width == 512 else 256, num_classes, slide_769),

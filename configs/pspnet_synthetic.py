@@ -15,7 +15,7 @@ def model(depth: int = 18, base_channels: int = 32, head_channels: int = 128) ->
   in_ch = base_channels * 8 * (4 if depth >= 50 else 1)
   return dict(
       type="EncoderDecoder",
-      pretrained=None,
+      pretrained=ml_collections.config_dict.placeholder(str),
       backbone=dict(type="ResNetV1c", depth=depth, stem_channels=base_channels,
                     base_channels=base_channels, num_stages=4, out_indices=(0, 1, 2, 3),
                     dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=common.BN,

@@ -130,3 +130,30 @@ def test_bfloat16_step_keeps_float32_state(tiny_dataset):
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((s16.params, s16.batch_stats)))
   assert float(logs16["loss"]) == pytest.approx(float(logs32["loss"]), rel=0.05)
   assert float(logs16["loss"]) != float(logs32["loss"])  # it really computed in bf16
+
+
+def test_pretrained_backbone_from_imagenet_style_pth(tiny_dataset, tmp_path):
+  torch = pytest.importorskip("torch")
+  c = tiny_config(tiny_dataset)
+  model = build_segmentor(to_plain(c.model))
+  tx, _ = optim.build_optimizer(c)
+  source = loop.create_train_state(model, tx, jax.random.PRNGKey(1))
+  fresh = loop.create_train_state(model, tx, jax.random.PRNGKey(2))
+  # An ImageNet-style checkpoint of the source backbone: mmseg names, OIHW kernels, and an fc.
+  state_dict = {"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}
+  for path, value in traverse_util.flatten_dict(source.params["backbone"]).items():
+    value = np.array(value)
+    value = np.ascontiguousarray(value.transpose(3, 2, 0, 1)) if value.ndim == 4 else value
+    state_dict[optim.torch_name(path)] = torch.from_numpy(value)
+  for path, value in traverse_util.flatten_dict(source.batch_stats["backbone"]).items():
+    name = ".".join(path[:-1]) + {"mean": ".running_mean", "var": ".running_var"}[path[-1]]
+    state_dict[name] = torch.from_numpy(np.array(value))
+  pth = str(tmp_path / "resnet_imagenet.pth")
+  torch.save(state_dict, pth)
+  loaded = loop._load_pretrained_backbone(fresh, pth)
+  for a, b in zip(jax.tree.leaves(loaded.params["backbone"]), jax.tree.leaves(source.params["backbone"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(loaded.params["decode_head"]), jax.tree.leaves(fresh.params["decode_head"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # heads keep their init
+  with pytest.raises(FileNotFoundError, match="does not download"):
+    loop._load_pretrained_backbone(fresh, "open-mmlab://resnet50_v1c")

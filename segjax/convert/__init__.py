@@ -44,12 +44,13 @@ def _torch_to_flax(leaf: str, value: np.ndarray, kind: str) -> np.ndarray:
   return value
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any) -> dict:
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
+                       ignore_prefixes: tuple[str, ...] = ()) -> dict:
   """Map ``state_dict`` onto the structure of ``target`` (a variables tree of arrays or
   ``ShapeDtypeStruct``s, e.g. from ``jax.eval_shape(model.init, ...)``).
 
-  Raises CheckpointMismatchError naming unmapped keys, parameters without a key and shape
-  mismatches.
+  Raises CheckpointMismatchError naming unmapped keys (except those starting with one of
+  ``ignore_prefixes``), parameters without a key and shape mismatches.
   """
   flat_target = {"/".join(k): v for k, v in traverse_util.flatten_dict(target).items()}
   out: dict[str, np.ndarray] = {}
@@ -78,7 +79,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any) -> dic
           out[path] = value.astype(flat_target[path].dtype)
         break
     else:
-      unmapped.append(key)
+      if not key.startswith(ignore_prefixes):
+        unmapped.append(key)
   missing = sorted(set(flat_target) - matched)
   if unmapped or missing or mismatched:
     lines = []
@@ -96,3 +98,13 @@ def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3)) -> dict:
   """Load an mmseg ``.pth`` and convert it for ``model`` (shapes from ``jax.eval_shape``)."""
   target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros(input_shape, np.float32)))
   return convert_state_dict(load_torch_checkpoint(path), target)
+
+
+def convert_backbone_checkpoint(path: str, backbone_target: Any) -> dict:
+  """ImageNet (or mmseg) weights for the backbone alone, as mmseg's ``pretrained=``: a
+  classification checkpoint's ``fc.*`` is dropped, a segmentor checkpoint's ``backbone.`` prefix
+  stripped and its heads ignored."""
+  state = load_torch_checkpoint(path)
+  if any(k.startswith("backbone.") for k in state):
+    state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+  return convert_state_dict(state, backbone_target, ignore_prefixes=("fc.", "head."))

@@ -143,6 +143,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if state is None:
     state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding)(rng)
     start_step = 0
+    if model_cfg.get("pretrained"):
+      state = _load_pretrained_backbone(state, model_cfg["pretrained"])
     if config.load_from:
       loaded = checkpoint.load_variables(config.load_from)
       state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
@@ -237,6 +239,25 @@ def _fit(loaded, target, what: str, path: str):
         bad + [f"{k}: not in the model" for k in extra]))
   return jax.tree.map(lambda t, v: jax.device_put(np.asarray(v, t.dtype), t.sharding), target,
                       flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat_l.items()}))
+
+
+def _load_pretrained_backbone(state: TrainState, path: str) -> TrainState:
+  """``model.pretrained``: initialise the backbone from a local .pth (ImageNet classification or
+  mmseg segmentor checkpoint), as mmseg's ``pretrained``/``init_cfg=Pretrained``."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"model.pretrained={path!r} is not a local file; segjax does not "
+                            "download weights: fetch the .pth (e.g. open-mmlab://resnet50_v1c) and "
+                            "give its path")
+  from segjax.convert import convert_backbone_checkpoint
+  target = {"params": state.params["backbone"], "batch_stats": state.batch_stats.get("backbone", {})}
+  loaded = convert_backbone_checkpoint(path, target)
+  params = dict(state.params, backbone=_fit(loaded["params"], state.params["backbone"], "params", path))
+  batch_stats = dict(state.batch_stats)
+  if "backbone" in batch_stats:
+    batch_stats["backbone"] = _fit(loaded.get("batch_stats", {}), batch_stats["backbone"],
+                                   "batch_stats", path)
+  logging.info("backbone initialised from %s", path)
+  return state.replace(params=params, batch_stats=batch_stats)
 
 
 def _hms(seconds: float) -> str:
