@@ -60,6 +60,20 @@ class Segmentor:
     return int(self.model_cfg["decode_head"]["num_classes"])
 
 
+def test_settings(pipeline) -> dict:
+  """``img_norm_cfg`` and the keep-ratio test scale (``img_scale``) of a test pipeline: mmseg's
+  (``MultiScaleFlipAug(img_scale=...)`` around Resize/Normalize) or segjax's flat one."""
+  extra = {}
+  for step in pipeline or []:
+    for t in [step] + list(step.get("transforms", [])):
+      if t.get("type") == "Normalize":
+        extra["img_norm_cfg"] = {k: list(t[k]) if k != "to_rgb" else t[k]
+                                 for k in ("mean", "std", "to_rgb") if k in t}
+      if t.get("type") in ("MultiScaleFlipAug", "Resize") and t.get("img_scale"):
+        extra["img_scale"] = list(t["img_scale"])
+  return extra
+
+
 def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict | None = None) -> None:
   """Write ``config.json`` and an orbax checkpoint (step 0) that ``init_segmentor`` and
   ``--config.load_from`` read."""
@@ -93,8 +107,14 @@ def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
     model_cfg = cfg.pop("model")
     extra = cfg
     checkpoint = checkpoint or config_or_dir
-  elif hasattr(config_or_dir, "model"):
+  elif hasattr(config_or_dir, "model"):  # a segjax config: test settings from its val set
     model_cfg = to_plain(config_or_dir.model)
+    val = to_plain(config_or_dir.data.val) if "data" in config_or_dir else {}
+    extra = test_settings(val.get("pipeline"))
+    from segjax.data.datasets import DATASETS
+    dataset_cls = DATASETS.get(val.get("type"))
+    if dataset_cls is not None and dataset_cls.CLASSES is not None:
+      extra.update(classes=list(dataset_cls.CLASSES), palette=[list(p) for p in dataset_cls.PALETTE])
   else:
     model_cfg = to_plain(config_or_dir)
   model_cfg = to_plain(model_cfg)

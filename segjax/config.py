@@ -54,3 +54,34 @@ def to_plain(value: Any) -> Any:
   if isinstance(value, (list, tuple)):
     return tuple(to_plain(v) for v in value)
   return value
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """``configs/X.py[:variant]`` -> ``get_config(variant)``, as ``--config`` reads it in main.py."""
+  import importlib.util
+  import os
+  path, _, variant = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
+  """``a.b=value`` strings (Python literals, else strings) onto a locked config; unknown keys fail."""
+  import ast
+  for item in overrides or []:
+    key, _, raw = item.partition("=")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"config has no key {key!r}")
+    node[leaf] = value

@@ -17,23 +17,10 @@ from segjax import xla_flags  # noqa: E402
 
 xla_flags.apply_defaults()
 
-from segjax.apis import save_converted  # noqa: E402
+from segjax.apis import save_converted, test_settings  # noqa: E402
 from segjax.convert import convert_checkpoint  # noqa: E402
 from segjax.convert.mmseg_config import load_mmseg_config  # noqa: E402
 from segjax.models import build_segmentor, to_plain  # noqa: E402
-
-
-def test_settings(cfg: dict) -> dict:
-  """img_norm_cfg and the test Resize scale from an mmseg config's test pipeline, when present."""
-  extra = {}
-  pipeline = (cfg.get("data", {}).get("test", {}) or {}).get("pipeline") or cfg.get("test_pipeline") or []
-  for step in pipeline:
-    for t in [step] + list(step.get("transforms", [])):
-      if t.get("type") == "Normalize":
-        extra["img_norm_cfg"] = {k: t[k] for k in ("mean", "std", "to_rgb") if k in t}
-    if step.get("type") == "MultiScaleFlipAug" and step.get("img_scale"):
-      extra["img_scale"] = list(step["img_scale"])
-  return extra
 
 
 def main(argv=None):
@@ -46,7 +33,8 @@ def main(argv=None):
   model_cfg = to_plain(cfg["model"])
   model = build_segmentor(model_cfg)
   variables = convert_checkpoint(args.checkpoint, model)
-  save_converted(args.out_dir, model_cfg, variables, test_settings(cfg))
+  pipeline = (cfg.get("data", {}).get("test", {}) or {}).get("pipeline") or cfg.get("test_pipeline") or []
+  save_converted(args.out_dir, model_cfg, variables, test_settings(pipeline))
   print(f"wrote {args.out_dir}: config.json and checkpoints/0")
 
 
