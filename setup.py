@@ -25,6 +25,7 @@ setup(
     extras_require={
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.
         "torch": ["torch==2.13.0"],
-        "test": ["pytest>=7.0", "torch==2.13.0"],
+        "tools": ["matplotlib>=3.6"],  # tools/analyze_logs.py
+        "test": ["pytest>=7.0", "torch==2.13.0", "matplotlib>=3.6"],
     },
 )

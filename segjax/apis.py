@@ -137,7 +137,8 @@ def segmentor_logits(segmentor: Segmentor, images) -> jax.Array:
   return segmentor.encode_decode(segmentor.variables, jnp.asarray(images, jnp.float32))
 
 
-def _test_logits(segmentor: Segmentor, images) -> jax.Array:
+def test_logits(segmentor: Segmentor, images) -> jax.Array:
+  """Logits at the input size by the model's test_cfg (whole or slide), jitted."""
   return segmentor.inference_logits(segmentor.variables, jnp.asarray(images, jnp.float32))
 
 
@@ -174,7 +175,7 @@ def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,
     x = _normalise(segmentor, img)[None]
     for flipped in ((False, True) if flip else (False,)):
       xi = x[:, :, ::-1] if flipped else x
-      logits = layers.resize(_test_logits(segmentor, xi), (h, w), segmentor.align_corners)
+      logits = layers.resize(test_logits(segmentor, xi), (h, w), segmentor.align_corners)
       probs = jax.nn.softmax(logits, axis=-1)[0]
       total = total + (probs[:, ::-1] if flipped else probs)
       n += 1

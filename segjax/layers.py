@@ -105,10 +105,52 @@ def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
 
+class DepthwiseConv(nn.Module):
+  """Depthwise ``nn.Conv2d`` (groups == channels) as a sum of shifted, per-channel scaled slices.
+
+  Same parameters as ``nn.Conv(feature_group_count=C)`` (kernel (kh, kw, 1, C)), so checkpoints
+  convert unchanged; XLA's CPU grouped convolution was slower than this for DeepLabV3+'s dilated
+  3x3 depthwise convs (experiments/bench/README.md).
+  """
+  features: int
+  kernel_size: tuple
+  strides: tuple
+  padding: tuple
+  kernel_dilation: tuple
+  use_bias: bool
+  kernel_init: Any
+
+  @nn.compact
+  def __call__(self, x):
+    if x.shape[-1] != self.features:
+      raise ValueError(f"DepthwiseConv: {self.features} channels expected, input has {x.shape[-1]}")
+    kh, kw = self.kernel_size
+    (pt, pb), (pl, pr) = self.padding
+    dh, dw = self.kernel_dilation
+    sh, sw = self.strides
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), jnp.float32)
+    kernel = kernel.astype(x.dtype)
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    out_h = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = None
+    for i in range(kh):
+      for j in range(kw):
+        tap = x[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw]
+        term = tap * kernel[i, j, 0]
+        out = term if out is None else out + term
+    if self.use_bias:
+      out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
+    return out
+
+
 def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-           use_bias=True, name=None, kernel_init=kaiming_fan_out) -> nn.Conv:
-  """``nn.Conv2d`` with PyTorch's explicit symmetric padding."""
+           use_bias=True, name=None, kernel_init=kaiming_fan_out):
+  """``nn.Conv2d`` with PyTorch's explicit symmetric padding (depthwise convs: DepthwiseConv)."""
   ph, pw = _pair(padding)
+  if groups > 1 and groups == features:
+    return DepthwiseConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
+                         _pair(dilation), use_bias, kernel_init, name=name)
   return nn.Conv(features, _pair(kernel_size), strides=_pair(stride),
                  padding=((ph, ph), (pw, pw)), kernel_dilation=_pair(dilation),
                  feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init,

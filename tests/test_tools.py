@@ -16,10 +16,19 @@ TINY_OVERRIDES = ["model.backbone.base_channels=8", "model.backbone.stem_channel
                   "model.auxiliary_head.in_channels=32", "model.auxiliary_head.channels=8"]
 
 
-def test_tools_test_matches_training_evaluation(tiny_dataset, tmp_path):
-  workdir = str(tmp_path / "run")
-  c = tiny_config(tiny_dataset, total_iters=4)
-  summary = loop.train_and_evaluate(c, workdir)
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("tools") / "run")
+  summary = loop.train_and_evaluate(tiny_config(tiny_dataset, total_iters=4), workdir)
+  return workdir, summary
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_tools_test_matches_training_evaluation(trained, tiny_dataset, tmp_path):
+  workdir, summary = trained
   out = str(tmp_path / "preds.pkl")
   r = subprocess.run([sys.executable, "tools/test.py", "configs/pspnet_synthetic.py", workdir,
                       "--eval", "mIoU", "mDice", "--out", out, "--show-dir", str(tmp_path / "show"),
@@ -41,3 +50,52 @@ def test_tools_test_rejects_unknown_override(tiny_dataset, tmp_path):
                       "--eval", "mIoU", "--cfg-options", "model.nonexistent=1"],
                      cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and "nonexistent" in r.stderr
+
+
+def test_publish_model_strips_and_hashes(trained, tmp_path):
+  import hashlib
+  import jax
+  import numpy as np
+  from segjax.train.checkpoint import load_variables
+  workdir, _ = trained
+  r = _run("tools/publish_model.py", workdir, str(tmp_path / "tiny.msgpack"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  path = r.stdout.strip().splitlines()[-1]
+  digest = os.path.basename(path)[len("tiny-"):-len(".msgpack")]
+  assert digest == hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
+  published, original = load_variables(path), load_variables(workdir)
+  assert set(published) == {"params", "batch_stats"}  # no optimizer state, no step
+  for a, b in zip(jax.tree.leaves(published), jax.tree.leaves(original)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_analyze_logs_plots_and_names_missing_keys(trained, tmp_path):
+  workdir, _ = trained
+  log = os.path.join(workdir, "metrics.jsonl")
+  r = _run("tools/analyze_logs.py", log, "--keys", "mIoU", "loss", "--out", str(tmp_path / "c.png"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert open(tmp_path / "c.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  r = _run("tools/analyze_logs.py", log, "--keys", "nope", "--out", str(tmp_path / "d.png"))
+  assert r.returncode != 0 and "nope" in r.stderr
+
+
+def test_get_flops_params_match_release_checkpoint():
+  from conftest import ORACLE
+  from test_full_size import read_tsv
+  tsv = os.path.join(ORACLE, "full_keys", "pspnet_r50-d8_512x1024_40k_cityscapes.tsv")
+  if not os.path.exists(tsv):
+    pytest.skip("oracle keys not available")
+  released = sum(int(__import__("numpy").prod(s)) for k, s in read_tsv(tsv).items()
+                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+  r = _run("tools/get_flops.py", "configs/pspnet_cityscapes.py:r50-d8_512x1024_40k", "--shape", "64", "128")
+  assert r.returncode == 0, r.stderr[-2000:]
+  params_line = [l for l in r.stdout.splitlines() if l.startswith("Params:")][0]
+  assert params_line == f"Params: {released / 1e6:.2f} M"
+  assert "Input shape: (3, 64, 128)" in r.stdout
+
+
+def test_print_config_applies_overrides():
+  r = _run("tools/print_config.py", "configs/pspnet_cityscapes.py:r18-d8_512x1024_80k",
+           "--cfg-options", "total_iters=123")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "total_iters: 123" in r.stdout and "depth: 18" in r.stdout

@@ -59,10 +59,15 @@ def latest_step(path: str) -> int:
 
 def load_variables(path: str) -> dict:
   """``params`` and ``batch_stats`` from a segjax checkpoint: a workdir, its ``checkpoints``
-  folder, or one step folder. Used by ``load_from`` and the inference API."""
+  folder, one step folder, or a published ``.msgpack``. Used by ``load_from`` and the inference
+  API."""
   path = os.path.abspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+  if path.endswith(".msgpack"):  # written by tools/publish_model.py
+    from flax import serialization
+    with open(path, "rb") as f:
+      return serialization.msgpack_restore(f.read())
   mngr, step = _find(path)
   if mngr is not None:
     # Restore onto this process's first device whatever mesh wrote the checkpoint.

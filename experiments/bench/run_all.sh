@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every measurement in experiments/bench/README.md, with segjax's XLA defaults and without them.
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python}
+for mode in default xla_defaults_off; do
+  if [ "$mode" = xla_defaults_off ]; then export SEGJAX_NO_XLA_DEFAULTS=1; else unset SEGJAX_NO_XLA_DEFAULTS; fi
+  for cfg in pspnet_cityscapes.py:r50-d8_512x1024_40k deeplabv3plus_cityscapes.py:r50-d8_512x1024_40k; do
+    echo "=== $mode inference $cfg 1x3x512x1024"
+    /usr/bin/time -f "peak RSS %M KB, wall %e s" $PY tools/benchmark.py configs/$cfg --shape 512 1024 --repeat 5 --log-interval 5 2>&1 | grep -E "compile|Overall|peak"
+    echo "=== $mode train step $cfg 2x512x512"
+    /usr/bin/time -f "peak RSS %M KB, wall %e s" $PY experiments/bench/train_step.py configs/$cfg --batch 2 --crop 512 512 --repeat 3 2>&1 | grep -E "compile|train step|peak"
+  done
+done
