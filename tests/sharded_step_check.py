@@ -1,35 +1,24 @@
 """Run in a subprocess with 8 forced host devices by test_distributed.py: one training step over
 an 8-device batch-sharded mesh vs the same step on one device. Prints the max differences as JSON."""
-import functools
 import json
+import os
 import sys
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-sys.path.insert(0, sys.argv[1])
-from configs import pspnet_synthetic  # noqa: E402
-from segjax.config import to_plain  # noqa: E402
-from segjax.models import build_segmentor  # noqa: E402
-from segjax.train import loop, optim  # noqa: E402
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
+from test_train import tiny_config, tiny_step  # noqa: E402
 
 
 def main():
-  c = pspnet_synthetic.get_config()
-  m = c.model
-  m.backbone.stem_channels = m.backbone.base_channels = 8
-  m.decode_head.in_channels, m.decode_head.channels = 64, 16
-  m.auxiliary_head.in_channels, m.auxiliary_head.channels = 32, 8
-  m.decode_head.dropout_ratio = m.auxiliary_head.dropout_ratio = 0.0
-  model_cfg = to_plain(c.model)
-  model = build_segmentor(model_cfg)
-  tx, schedule = optim.build_optimizer(c)
-  state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
+  c = tiny_config(None, total_iters=1000)
+  c.model.decode_head.dropout_ratio = c.model.auxiliary_head.dropout_ratio = 0.0
+  state, step = tiny_step(c)
   rng = np.random.default_rng(0)
   batch = {"img": rng.normal(size=(8, 48, 48, 3)).astype(np.float32),
            "gt_semantic_seg": rng.integers(0, 6, size=(8, 48, 48)).astype(np.int32)}
-  step = functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule, model_cfg=model_cfg)
   results = {}
   for n in (1, 8):
     mesh = Mesh(np.asarray(jax.devices()[:n]), ("data",))

@@ -39,18 +39,24 @@ def tiny_config(data_root, total_iters=4):
   return c
 
 
-def test_train_steps_reduce_loss(tiny_dataset):
-  c = tiny_config(tiny_dataset, total_iters=1000)  # the poly lr stays near its base value
+def tiny_step(c, **kwargs):
+  """(initial train state, unjitted train step) of config ``c``'s model."""
   model_cfg = to_plain(c.model)
   model = build_segmentor(model_cfg)
   tx, schedule = optim.build_optimizer(c)
   state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
+  return state, functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
+                                  model_cfg=model_cfg, **kwargs)
+
+
+def test_train_steps_reduce_loss(tiny_dataset):
+  c = tiny_config(tiny_dataset, total_iters=1000)  # the poly lr stays near its base value
+  state, step = tiny_step(c)
+  step = jax.jit(step)
   from segjax.data.datasets import build_dataset
   from segjax.data import loader
   batch = next(iter(loader.train_loader(build_dataset(c.data.train), 4, seed=0)))
   batch.pop("index")
-  step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                   model_cfg=model_cfg))
   losses = []
   for _ in range(15):
     state, logs = step(state, batch)
@@ -114,18 +120,13 @@ def test_missing_data_root_names_path_and_preparation(tmp_path):
 def test_bfloat16_step_keeps_float32_state(tiny_dataset):
   import jax.numpy as jnp
   c = tiny_config(tiny_dataset, total_iters=1000)
-  model_cfg = to_plain(c.model)
-  model = build_segmentor(model_cfg)
-  tx, schedule = optim.build_optimizer(c)
-  state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   batch = {"img": rng.normal(size=(2, 48, 48, 3)).astype(np.float32),
            "gt_semantic_seg": rng.integers(0, 6, size=(2, 48, 48)).astype(np.int32)}
   out = {}
   for dtype in (jnp.float32, jnp.bfloat16):
-    step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                     model_cfg=model_cfg, compute_dtype=dtype))
-    out[dtype] = step(state, batch)
+    state, step = tiny_step(c, compute_dtype=dtype)
+    out[dtype] = jax.jit(step)(state, batch)
   (s16, logs16), (s32, logs32) = out[jnp.bfloat16], out[jnp.float32]
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((s16.params, s16.batch_stats)))
   assert float(logs16["loss"]) == pytest.approx(float(logs32["loss"]), rel=0.05)
