@@ -21,7 +21,8 @@ from jax.experimental import multihost_utils
 
 from segjax import evaluation, losses, sharding
 from segjax.data.datasets import build_dataset
-from segjax.data import loader
+from segjax.data import check, loader
+from segjax.data.transforms import DataError
 from segjax.config import to_plain
 from segjax.models import build_segmentor
 from segjax.models.segmentor import inference_logits
@@ -123,6 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if train_set.num_classes != num_classes:
     raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
                      f"model.decode_head.num_classes={num_classes}")
+  _check_sample(train_set, num_classes, config.data.check_samples)
   host_batch = config.data.samples_per_gpu * jax.local_device_count()
   logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
                jax.local_device_count(), host_batch * jax.process_count())
@@ -239,6 +241,17 @@ def _fit(loaded, target, what: str, path: str):
         bad + [f"{k}: not in the model" for k in extra]))
   return jax.tree.map(lambda t, v: jax.device_put(np.asarray(v, t.dtype), t.sharding), target,
                       flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat_l.items()}))
+
+
+def _check_sample(dataset, num_classes: int, samples: int) -> None:
+  """Fail before compiling anything if a sample of the training set has bad files."""
+  if samples <= 0:
+    return
+  indices = np.random.default_rng(0).permutation(len(dataset))[:samples]
+  problems, _ = check.check_dataset(dataset, num_classes, sorted(indices.tolist()))
+  if problems:
+    raise DataError(f"{len(problems)} problem(s) in {len(indices)} sampled training images "
+                    f"(python tools/check_dataset.py checks them all):\n  " + "\n  ".join(problems[:20]))
 
 
 def _load_pretrained_backbone(state: TrainState, path: str) -> TrainState:

@@ -1,0 +1,97 @@
+"""Dataset validation: every problem names the file.
+
+``check_dataset`` looks at image/label pairs (all, or a sample) and reports images without labels,
+labels without images, unreadable files, image/label size mismatches, RGB label images where class
+indices are expected, and label values outside ``[0, num_classes) U {ignore_index}`` after
+``label_map``/``reduce_zero_label``; it also counts labelled pixels per class. Training runs it on
+a sample before the first step; ``tools/check_dataset.py`` runs it on everything.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segjax.data.datasets import CustomDataset
+from segjax.data.transforms import LoadAnnotations
+
+
+def _unpaired(dataset: CustomDataset) -> list[str]:
+  """Label files in a single ann_dir with no image (images without labels show as missing files)."""
+  if dataset.split is not None or not isinstance(dataset.ann_dir, str) or not os.path.isdir(dataset.ann_dir):
+    return []
+  images = {info["ann"]["seg_map"] for info in dataset.img_infos if "ann" in info}
+  problems = []
+  for root, _, files in os.walk(dataset.ann_dir):
+    for f in files:
+      rel = os.path.relpath(os.path.join(root, f), dataset.ann_dir)
+      if f.endswith(dataset.seg_map_suffix) and rel not in images:
+        problems.append(f"{os.path.join(dataset.ann_dir, rel)}: label without an image "
+                        f"(no {rel[:-len(dataset.seg_map_suffix)] + dataset.img_suffix} in {dataset.img_dir})")
+  return sorted(problems)
+
+
+def check_pair(dataset: CustomDataset, idx: int, num_classes: int) -> tuple[list[str], np.ndarray | None]:
+  """Problems of record ``idx`` and its label map (None when unreadable)."""
+  info = dataset.img_infos[idx]
+  img_path = os.path.join(dataset.img_dir, info["filename"])
+  problems = []
+  img_shape = None
+  if not os.path.exists(img_path):
+    problems.append(f"{img_path}: image file not found")
+  else:
+    with open(img_path, "rb") as f:
+      img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+      problems.append(f"{img_path}: cannot decode image")
+    else:
+      img_shape = img.shape[:2]
+  if "ann" not in info:
+    return problems, None
+  ann_path = os.path.join(info["ann"]["seg_prefix"], info["ann"]["seg_map"])
+  if not os.path.exists(ann_path):
+    return problems + [f"{img_path}: image without a label ({ann_path} not found)"], None
+  try:
+    with Image.open(ann_path) as im:
+      mode, size = im.mode, im.size
+  except OSError as e:
+    return problems + [f"{ann_path}: cannot read label: {e}"], None
+  if mode in ("RGB", "RGBA"):
+    return problems + [f"{ann_path}: label is an {mode} image; expected class indices (mode L or P). "
+                       "Convert colour-coded labels with the dataset's converter"], None
+  if img_shape is not None and (size[1], size[0]) != img_shape:
+    problems.append(f"{ann_path}: label size {size[1]}x{size[0]} differs from image "
+                    f"{img_path} {img_shape[0]}x{img_shape[1]}")
+  seg = LoadAnnotations(dataset.reduce_zero_label)(dataset.pre_pipeline(idx))["gt_semantic_seg"]
+  bad = np.unique(seg[(seg >= num_classes) & (seg != dataset.ignore_index)])
+  if bad.size:
+    problems.append(f"{ann_path}: label values {bad.tolist()} outside [0, {num_classes}) and not "
+                    f"ignore_index {dataset.ignore_index}"
+                    + (" (after reduce_zero_label)" if dataset.reduce_zero_label else ""))
+  return problems, seg
+
+
+def check_dataset(dataset: CustomDataset, num_classes: int,
+                  indices: Sequence[int] | None = None) -> tuple[list[str], np.ndarray]:
+  """(problems, labelled pixels per class) over ``indices`` (default: all records)."""
+  indices = range(len(dataset)) if indices is None else indices
+  problems = _unpaired(dataset) if len(indices) == len(dataset) else []
+  counts = np.zeros(num_classes, np.int64)
+  for i in indices:
+    p, seg = check_pair(dataset, i, num_classes)
+    problems += p
+    if seg is not None:
+      valid = seg[seg < num_classes]
+      counts += np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+  return problems, counts
+
+
+def class_table(classes: Sequence[str], counts: np.ndarray) -> str:
+  total = max(int(counts.sum()), 1)
+  width = max(len("class"), *(len(c) for c in classes))
+  lines = [f"{'class'.ljust(width)}  {'pixels':>12}  {'share':>7}"]
+  lines += [f"{c.ljust(width)}  {int(n):>12}  {100 * n / total:6.2f}%" for c, n in zip(classes, counts)]
+  return "\n".join(lines)
