@@ -21,6 +21,7 @@ setup(
         "tensorboardX>=2.6",
         "tqdm>=4.60",
         "absl-py>=1.4",
+        "flatbuffers>=23.5",  # jax.export serialization (tools/export.py)
     ],
     extras_require={
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.

@@ -99,3 +99,22 @@ def test_print_config_applies_overrides():
            "--cfg-options", "total_iters=123")
   assert r.returncode == 0, r.stderr[-2000:]
   assert "total_iters: 123" in r.stdout and "depth: 18" in r.stdout
+
+
+def test_export_reloads_and_reproduces_logits(trained, tmp_path):
+  import jax
+  import numpy as np
+  from jax import export
+  from segjax import apis
+  from segjax.config import apply_overrides, load_config
+  workdir, _ = trained
+  out = str(tmp_path / "m.jaxexport")
+  r = _run("tools/export.py", "configs/pspnet_synthetic.py", workdir, "--shape", "2", "32", "48",
+           "--out", out, "--cfg-options", *TINY_OVERRIDES)
+  assert r.returncode == 0, r.stderr[-2000:]
+  exported = export.deserialize(open(out, "rb").read())
+  x = np.random.default_rng(0).normal(size=(2, 32, 48, 3)).astype(np.float32)
+  config = load_config("configs/pspnet_synthetic.py")
+  apply_overrides(config, TINY_OVERRIDES)
+  ref = apis.test_logits(apis.init_segmentor(config, workdir), x)
+  np.testing.assert_allclose(np.asarray(exported.call(x)), np.asarray(ref), atol=1e-5)

@@ -1,0 +1,55 @@
+"""Export a model with its weights to a serialized ``jax.export`` artifact (StableHLO).
+
+  python tools/export.py configs/pspnet_synthetic.py work_dirs/pspnet_synthetic --shape 128 128 \
+      --out pspnet_synthetic.jaxexport
+
+The artifact maps a normalised NHWC float32 batch of the given shape to test-mode logits at the
+input size (whole or slide per the config), weights embedded. Reload without segjax:
+
+  exported = jax.export.deserialize(open(path, 'rb').read()); logits = exported.call(images)
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from segjax import xla_flags  # noqa: E402
+
+xla_flags.apply_defaults()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import export  # noqa: E402
+
+from segjax import apis  # noqa: E402
+from segjax.config import apply_overrides, load_config  # noqa: E402
+from segjax.models.segmentor import inference_logits  # noqa: E402
+
+
+def export_segmentor(segmentor: apis.Segmentor, shape) -> bytes:
+  variables = jax.tree.map(np.asarray, segmentor.variables)
+  fn = jax.jit(lambda x: inference_logits(segmentor.model, variables, x, segmentor.test_cfg))
+  return export.export(fn)(jax.ShapeDtypeStruct(tuple(shape), np.float32)).serialize()
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("config", help="configs/X.py[:variant]")
+  parser.add_argument("checkpoint")
+  parser.add_argument("--shape", type=int, nargs="+", required=True, help="H W, or N H W")
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--cfg-options", nargs="*", default=[])
+  args = parser.parse_args(argv)
+  shape = ([1] + args.shape if len(args.shape) == 2 else args.shape) + [3]
+  config = load_config(args.config)
+  apply_overrides(config, args.cfg_options)
+  data = export_segmentor(apis.init_segmentor(config, args.checkpoint), shape)
+  with open(args.out + ".tmp", "wb") as f:
+    f.write(data)
+  os.replace(args.out + ".tmp", args.out)
+  print(f"wrote {args.out} ({len(data) / 1e6:.1f} MB) for input {tuple(shape)}")
+
+
+if __name__ == "__main__":
+  main()
