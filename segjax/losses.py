@@ -120,6 +120,70 @@ def focal_loss(logits, labels, ignore_index=255, class_weight=None, gamma=2.0, a
   return _reduce(bce * focal, final, None)
 
 
+def _lovasz_grad(fg_sorted: jax.Array) -> jax.Array:
+  """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors."""
+  gts = fg_sorted.sum()
+  intersection = gts - jnp.cumsum(fg_sorted)
+  union = gts + jnp.cumsum(1.0 - fg_sorted)
+  jaccard = 1.0 - intersection / union
+  return jnp.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def _lovasz_softmax_flat(probs, labels, valid, class_weight):
+  """Mean over present classes of <sorted |fg - p_c|, lovasz_grad(fg sorted)>. Ignored pixels
+  get error -1 so they sort last and add nothing (static shapes instead of filtering)."""
+  num_classes = probs.shape[-1]
+
+  def per_class(c):
+    fg = ((labels == c) & valid).astype(jnp.float32)
+    errors = jnp.where(valid, jnp.abs(fg - probs[:, c]), -1.0)
+    order = jnp.argsort(-errors)
+    loss = jnp.dot(jnp.maximum(errors[order], 0.0), _lovasz_grad(fg[order]))
+    return loss, fg.sum() > 0
+
+  losses, present = jax.vmap(per_class)(jnp.arange(num_classes))
+  if class_weight is not None:
+    losses = losses * class_weight
+  return jnp.sum(jnp.where(present, losses, 0.0)) / jnp.maximum(present.sum(), 1)
+
+
+def lovasz_loss(logits, labels, ignore_index=255, class_weight=None, per_image=False,
+                loss_type="multi_class", classes="present", weight=None) -> jax.Array:
+  """mmseg ``LovaszLoss`` (multi-class Lovasz-softmax over present classes; ``per_image``
+  averages the per-image losses)."""
+  if loss_type != "multi_class" or classes != "present":
+    raise NotImplementedError("LovaszLoss: only loss_type='multi_class', classes='present'")
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  cw = _class_weight(class_weight)
+  c = probs.shape[-1]
+  valid = labels != ignore_index
+  if per_image:
+    per = jax.vmap(lambda p, l, v: _lovasz_softmax_flat(p.reshape(-1, c), l.reshape(-1), v.reshape(-1), cw))
+    return per(probs, labels, valid).mean()
+  return _lovasz_softmax_flat(probs.reshape(-1, c), labels.reshape(-1), valid.reshape(-1), cw)
+
+
+def tversky_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, alpha=0.3,
+                 beta=0.7, gamma=1.0, weight=None) -> jax.Array:
+  """mmseg ``TverskyLoss``: per image and class (1 - (TP + s) / (TP + alpha FP + beta FN + s))
+  ** gamma over valid pixels, averaged over images, summed over classes / num_classes."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  num_classes = probs.shape[-1]
+  valid = (labels != ignore_index).astype(jnp.float32)[..., None]
+  target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes)
+  axes = tuple(range(1, probs.ndim - 1))
+  tp = (probs * target * valid).sum(axes)
+  fp = (probs * (1 - target) * valid).sum(axes)
+  fn = ((1 - probs) * target * valid).sum(axes)
+  per_class = ((1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)) ** gamma).mean(0)
+  cw = _class_weight(class_weight)
+  if cw is not None:
+    per_class = per_class * cw
+  if 0 <= ignore_index < num_classes:
+    per_class = per_class.at[ignore_index].set(0.0)
+  return per_class.sum() / num_classes
+
+
 def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
   """mmseg ``accuracy`` (top-1, percent) over non-ignored pixels."""
   valid = labels != ignore_index
@@ -144,8 +208,10 @@ def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000) 
   return (valid & (prob < threshold)).astype(jnp.float32)
 
 
-LOSSES = {"CrossEntropyLoss": cross_entropy, "DiceLoss": dice_loss, "FocalLoss": focal_loss}
-DEFAULT_NAMES = {"CrossEntropyLoss": "loss_ce", "DiceLoss": "loss_dice", "FocalLoss": "loss_focal"}
+LOSSES = {"CrossEntropyLoss": cross_entropy, "DiceLoss": dice_loss, "FocalLoss": focal_loss,
+          "LovaszLoss": lovasz_loss, "TverskyLoss": tversky_loss}
+DEFAULT_NAMES = {"CrossEntropyLoss": "loss_ce", "DiceLoss": "loss_dice", "FocalLoss": "loss_focal",
+                 "LovaszLoss": "loss_lovasz", "TverskyLoss": "loss_tversky"}
 # Constructor arguments of mmseg's loss classes that segjax's functions do not take.
 _IGNORED_ARGS = {"reduction", "use_mask"}
 

@@ -100,3 +100,62 @@ def test_ohem_keeps_hard_pixels():
   w = losses.ohem_weight(logits, jnp.asarray(labels)[None], thresh=0.3, min_kept=3)
   # threshold max(0.3, 4th smallest 0.9) = 0.9 -> all valid pixels below 0.9
   np.testing.assert_array_equal(np.asarray(w)[0], [0, 1, 1, 1, 0])
+
+
+def _lovasz_reference(probs, labels, ignore=255):
+  """Berman et al.'s Lovasz-softmax over present classes, filtering ignored pixels explicitly."""
+  keep = labels != ignore
+  probs, labels = probs[keep], labels[keep]
+  losses = []
+  for c in range(probs.shape[1]):
+    fg = (labels == c).astype(np.float64)
+    if fg.sum() == 0:
+      continue
+    errors = np.abs(fg - probs[:, c])
+    order = np.argsort(-errors, kind="stable")
+    fg_sorted = fg[order]
+    inter = fg.sum() - np.cumsum(fg_sorted)
+    union = fg.sum() + np.cumsum(1 - fg_sorted)
+    jac = 1 - inter / union
+    jac[1:] = jac[1:] - jac[:-1]
+    losses.append(np.dot(errors[order], jac))
+  return np.mean(losses)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_lovasz_matches_reference(per_image):
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  labels = rng.integers(0, 3, size=(2, 5, 6))  # class 3 absent
+  labels[0, 0, :3] = 255
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  if per_image:
+    ref = np.mean([_lovasz_reference(probs[i].reshape(-1, 4), labels[i].reshape(-1)) for i in range(2)])
+  else:
+    ref = _lovasz_reference(probs.reshape(-1, 4), labels.reshape(-1))
+  out = losses.lovasz_loss(jnp.asarray(logits), jnp.asarray(labels), per_image=per_image)
+  assert float(out) == pytest.approx(ref, rel=1e-5)
+
+
+def test_tversky_with_alpha_beta_half_is_dice_like():
+  # alpha = beta = 0.5: 1 - (TP + s) / (TP + (FP + FN) / 2 + s), by hand on one class pair.
+  logits = jnp.log(jnp.array([[[[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]]]))
+  labels = jnp.array([[[0, 1, 255]]])
+  p = np.array([[0.9, 0.1], [0.3, 0.7]])
+  t = np.array([[1, 0], [0, 1]])
+  tp, fp, fn = (p * t).sum(0), (p * (1 - t)).sum(0), ((1 - p) * t).sum(0)
+  ref = np.mean(1 - (tp + 1) / (tp + 0.5 * fp + 0.5 * fn + 1))
+  out = losses.tversky_loss(logits, labels, alpha=0.5, beta=0.5)
+  assert float(out) == pytest.approx(ref, rel=1e-5)
+
+
+def test_tversky_gamma_and_per_image_mean():
+  rng = np.random.default_rng(4)
+  logits = rng.normal(size=(2, 3, 3, 2)).astype(np.float32)
+  labels = rng.integers(0, 2, size=(2, 3, 3))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  t = np.eye(2)[labels]
+  tp, fp, fn = ((probs * t).sum((1, 2)), (probs * (1 - t)).sum((1, 2)), ((1 - probs) * t).sum((1, 2)))
+  per = (1 - (tp + 1) / (tp + 0.3 * fp + 0.7 * fn + 1)) ** 2.0  # (N, C)
+  out = losses.tversky_loss(jnp.asarray(logits), jnp.asarray(labels), gamma=2.0)
+  assert float(out) == pytest.approx(per.mean(0).sum() / 2, rel=1e-5)
