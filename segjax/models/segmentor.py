@@ -53,24 +53,38 @@ def encode_decode(model: nn.Module, variables, img: jax.Array) -> jax.Array:
 def slide_inference(model: nn.Module, variables, img: jax.Array, crop_size, stride) -> jax.Array:
   """mmseg ``slide_inference`` (before rescaling): ``encode_decode`` on crops of ``crop_size``
   every ``stride`` (the last crop of a row/column flush with the border), logits summed into
-  place and divided by how many crops cover each pixel. Crop positions are static, so this jits."""
+  place and divided by how many crops cover each pixel.
+
+  Every crop has the same shape, so one compiled ``encode_decode`` runs inside a ``fori_loop``
+  over the (static) crop offsets instead of being unrolled once per crop.
+  """
   _, h_img, w_img, _ = img.shape
   h_crop, w_crop = crop_size
   h_stride, w_stride = stride
   h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
   w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-  preds, count = None, np.zeros((1, h_img, w_img, 1), np.float32)
+  offsets, count = [], np.zeros((1, h_img, w_img, 1), np.float32)
   for h_idx in range(h_grids):
     for w_idx in range(w_grids):
-      y1, x1 = h_idx * h_stride, w_idx * w_stride
-      y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+      y2, x2 = min(h_idx * h_stride + h_crop, h_img), min(w_idx * w_stride + w_crop, w_img)
       y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-      crop = encode_decode(model, variables, img[:, y1:y2, x1:x2])
-      if preds is None:
-        preds = jnp.zeros(img.shape[:3] + crop.shape[3:], crop.dtype)
-      preds = preds.at[:, y1:y2, x1:x2].add(crop)
+      offsets.append((y1, x1))
       count[:, y1:y2, x1:x2] += 1
-  return preds / jnp.asarray(count)
+  ch, cw = min(h_crop, h_img), min(w_crop, w_img)
+  offsets = jnp.asarray(offsets, jnp.int32)
+  num_classes = jax.eval_shape(lambda x: encode_decode(model, variables, x),
+                               jax.ShapeDtypeStruct((img.shape[0], ch, cw, img.shape[3]), img.dtype)).shape[-1]
+
+  def add_crop(i, preds):
+    y1, x1 = offsets[i, 0], offsets[i, 1]
+    crop = jax.lax.dynamic_slice(img, (0, y1, x1, 0), (img.shape[0], ch, cw, img.shape[3]))
+    logits = encode_decode(model, variables, crop)
+    window = jax.lax.dynamic_slice(preds, (0, y1, x1, 0), logits.shape)
+    return jax.lax.dynamic_update_slice(preds, window + logits, (0, y1, x1, 0))
+
+  preds = jnp.zeros(img.shape[:3] + (num_classes,), img.dtype)
+  preds = jax.lax.fori_loop(0, len(offsets), add_crop, preds)
+  return preds / jnp.asarray(count, img.dtype)
 
 
 def inference_logits(model: nn.Module, variables, img: jax.Array, test_cfg=None) -> jax.Array:
