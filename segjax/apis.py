@@ -25,7 +25,7 @@ from segjax import layers
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.config import to_plain
 from segjax.models import build_segmentor
-from segjax.models.segmentor import encode_decode, inference_logits
+from segjax.models.segmentor import binary_threshold, encode_decode, inference_logits
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 
@@ -54,6 +54,10 @@ class Segmentor:
   @property
   def align_corners(self) -> bool:
     return bool(self.model_cfg["decode_head"].get("align_corners", False))
+
+  @property
+  def threshold(self) -> float | None:
+    return binary_threshold(self.model_cfg["decode_head"])
 
   @property
   def num_classes(self) -> int:
@@ -161,8 +165,9 @@ def _normalise(segmentor: Segmentor, bgr: np.ndarray) -> np.ndarray:
 
 def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
                     flip: bool = False) -> np.ndarray:
-  """mmseg ``inference``/``aug_test``: softmax of the logits at the original size, averaged
-  over ``scales`` (ratios of ``img_scale``) and horizontal flips. Returns (H, W, C)."""
+  """mmseg ``inference``/``aug_test``: softmax (sigmoid for a one-channel head) of the logits at
+  the original size, averaged over ``scales`` (ratios of ``img_scale``) and horizontal flips.
+  Returns (H, W, C)."""
   bgr = _load_bgr(image)
   h, w = bgr.shape[:2]
   total, n = 0.0, 0
@@ -176,7 +181,8 @@ def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,
     for flipped in ((False, True) if flip else (False,)):
       xi = x[:, :, ::-1] if flipped else x
       logits = layers.resize(test_logits(segmentor, xi), (h, w), segmentor.align_corners)
-      probs = jax.nn.softmax(logits, axis=-1)[0]
+      probs = (jax.nn.sigmoid(logits) if segmentor.threshold is not None
+               else jax.nn.softmax(logits, axis=-1))[0]
       total = total + (probs[:, ::-1] if flipped else probs)
       n += 1
   return np.asarray(total / n)
@@ -185,7 +191,10 @@ def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,
 def inference_segmentor(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
                         flip: bool = False) -> np.ndarray:
   """Label map (H, W) of an image path or BGR array, at the image's own size."""
-  return np.argmax(inference_probs(segmentor, image, scales, flip), axis=-1).astype(np.int64)
+  probs = inference_probs(segmentor, image, scales, flip)
+  if segmentor.threshold is not None:
+    return (probs[..., 0] > segmentor.threshold).astype(np.int64)
+  return np.argmax(probs, axis=-1).astype(np.int64)
 
 
 def _palette(segmentor: Segmentor, num_classes: int) -> np.ndarray:

@@ -105,3 +105,28 @@ def test_mmseg_config_to_segjax_config(tmp_path):
   assert c.model.decode_head.num_classes == 3 and c.data.train.img_dir == "a"
   with pytest.raises(AttributeError):
     c.nonexistent = 1
+
+
+def test_binary_head_thresholds_sigmoid():
+  from configs.common import BN
+  from segjax import losses
+  from segjax.models.segmentor import predict
+  head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1, concat_input=False,
+              num_classes=2, out_channels=1, threshold=0.6, norm_cfg=BN,
+              loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
+  backbone = dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN)
+  model = apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=head))
+  assert model.threshold == 0.6
+  img = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+  probs = apis.inference_probs(model, img)
+  seg = apis.inference_segmentor(model, img)
+  assert probs.shape == (40, 48, 1)
+  np.testing.assert_array_equal(seg, (probs[..., 0] > 0.6).astype(np.int64))
+  logits = np.array([[[[-1.0], [0.0], [2.0]]]], np.float32)  # sigmoid 0.27, 0.5, 0.88
+  np.testing.assert_array_equal(np.asarray(predict(logits, 0.3)), [[[0, 1, 1]]])
+  # BCE on the single channel: label 1 -> -log(sigmoid(x)), label 0 -> -log(1 - sigmoid(x))
+  out = losses.cross_entropy(logits, np.array([[[1, 0, 255]]]), use_sigmoid=True)
+  ref = (np.log1p(np.exp(1.0)) + np.log1p(np.exp(0.0))) / 3
+  assert float(out) == pytest.approx(ref, rel=1e-5)
+  with pytest.raises(ValueError, match="out_channels=3"):
+    apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=dict(head, out_channels=3)))

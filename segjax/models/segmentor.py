@@ -95,3 +95,18 @@ def inference_logits(model: nn.Module, variables, img: jax.Array, test_cfg=None)
   if test_cfg.get("mode", "whole") != "whole":
     raise ValueError(f"test_cfg.mode={test_cfg['mode']!r}; expected 'whole' or 'slide'")
   return encode_decode(model, variables, img)
+
+
+def binary_threshold(decode_head_cfg) -> float | None:
+  """The threshold of a one-channel (sigmoid) head, mmseg's default 0.3; None for softmax heads."""
+  if decode_head_cfg.get("out_channels") != 1:
+    return None
+  threshold = decode_head_cfg.get("threshold")
+  return 0.3 if threshold is None else float(threshold)
+
+
+def predict(logits: jax.Array, threshold: float | None) -> jax.Array:
+  """Label map from logits: argmax, or sigmoid > threshold for a one-channel head (mmseg)."""
+  if threshold is None:
+    return jnp.argmax(logits, -1)
+  return (jax.nn.sigmoid(logits[..., 0]) > threshold).astype(jnp.int32)

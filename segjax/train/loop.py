@@ -25,7 +25,7 @@ from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
 from segjax.models import build_segmentor
-from segjax.models.segmentor import inference_logits
+from segjax.models.segmentor import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
 from segjax.train.writers import MetricWriter
@@ -83,7 +83,8 @@ def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: 
   label = batch["gt_semantic_seg"]
   if logits.shape[1:3] != label.shape[1:3]:
     logits = resize(logits, label.shape[1:3], bool(model.decode_head.get("align_corners", False)))
-  return evaluation.batch_areas(jnp.argmax(logits, -1), label, num_classes, ignore_index)
+  pred = predict(logits, binary_threshold(model.decode_head))
+  return evaluation.batch_areas(pred, label, num_classes, ignore_index)
 
 
 def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:

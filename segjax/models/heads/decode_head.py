@@ -40,10 +40,14 @@ class BaseDecodeHead(nn.Module):
 
   @property
   def num_outputs(self) -> int:
-    """mmseg: ``out_channels`` defaults to ``num_classes``; binary sigmoid heads use 1 channel."""
-    if self.out_channels is not None:
-      return self.out_channels
-    return self.num_classes
+    """mmseg: ``out_channels`` defaults to ``num_classes``; a binary head may use 1 channel
+    (sigmoid, thresholded at inference)."""
+    if self.out_channels is None:
+      return self.num_classes
+    if self.out_channels not in (1, self.num_classes):
+      raise ValueError(f"{type(self).__name__}: out_channels={self.out_channels} must be 1 (binary, "
+                       f"with num_classes=2) or num_classes={self.num_classes}")
+    return self.out_channels
 
   def transform_inputs(self, inputs: Sequence) -> Any:
     """``_transform_inputs``: pick ``in_index``; 'resize_concat' / 'multiple_select'."""
