@@ -158,3 +158,15 @@ def test_pretrained_backbone_from_imagenet_style_pth(tiny_dataset, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # heads keep their init
   with pytest.raises(FileNotFoundError, match="does not download"):
     loop._load_pretrained_backbone(fresh, "open-mmlab://resnet50_v1c")
+
+
+def test_nan_loss_stops_with_step_and_files(tiny_dataset, tmp_path, monkeypatch):
+  real_global_batch = sharding.global_batch
+
+  def poisoned(batch, mesh):
+    batch = dict(batch, img=np.full_like(batch["img"], np.nan))
+    return real_global_batch(batch, mesh)
+
+  monkeypatch.setattr(sharding, "global_batch", poisoned)
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 1 .*batch files: \['0"):
+    loop.train_and_evaluate(tiny_config(tiny_dataset), str(tmp_path / "nan"))

@@ -170,20 +170,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
 
   total = config.total_iters
-  timer, sums, summary = _Timer(), {}, {}
+  timer, sums, summary = _Timer(), None, {}
   try:
     for step in range(start_step + 1, total + 1):
       batch = next(data_iter)
       indices = batch.pop("index")
       state, logs = step_fn(state, sharding.global_batch(batch, mesh))
+      # Sum on device (no host sync per step); the log shows the mean over the interval, as mmseg.
+      sums = logs if sums is None else jax.tree.map(jnp.add, sums, logs)
       timer.steps += 1
       if step % config.log_interval == 0 or step == total:
-        logs = jax.device_get(logs)
-        if not np.isfinite(logs["loss"]):
+        last_loss = float(logs["loss"])
+        if not np.isfinite(last_loss):
           files = [train_set.img_infos[i]["filename"] for i in np.asarray(indices)]
-          raise NonFiniteLossError(f"loss is {logs['loss']} at step {step}; batch files: {files}")
+          raise NonFiniteLossError(f"loss is {last_loss} at step {step} (checked every "
+                                   f"{config.log_interval} steps); this step's batch files: {files}")
+        logs = {k: float(v) / timer.steps for k, v in jax.device_get(sums).items()}
+        logs["lr"] = float(schedule(step - 1))  # the lr this step used, not the interval mean
         per_step = timer.per_step()
-        logs = {k: float(v) for k, v in logs.items()}
+        sums = None
         logs["time"] = per_step
         writer.write_scalars(step, logs)
         eta = per_step * (total - step)

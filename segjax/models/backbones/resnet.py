@@ -46,7 +46,7 @@ class Bottleneck(nn.Module):
   frozen: bool = False
   style: str = "pytorch"
   groups: int = 1
-  width: int = 0  # ResNeXt width of conv2; 0 means planes
+  width: int = 0  # ResNeXt width of conv1/conv2; 0 means planes
   expansion = 4
 
   @nn.compact
