@@ -60,3 +60,17 @@ def test_check_dataset_tool_exit_status(broken, tiny_dataset):
   good = subprocess.run(args + [f"data.train.data_root={tiny_dataset}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 1 and "orphan.png" in bad.stdout
   assert good.returncode == 0 and "0 problem(s)" in good.stdout and "background" in good.stdout
+
+
+def test_loader_rejects_out_of_range_labels_and_size_mismatch(broken):
+  from segjax.data import loader
+  from configs.common import train_pipeline
+  ds = SyntheticDataset(train_pipeline((64, 64), (48, 48)), img_dir="img_dir/train",
+                        ann_dir="ann_dir/train", data_root=broken)
+  pipe = loader._Pipeline(ds)
+  rng = np.random.default_rng(0)
+  with pytest.raises(DataError, match=r"00000.png in .*label values \[9\]"):
+    pipe.random_map(0, rng)
+  with pytest.raises(DataError, match=r"00001.png is 32x64 but image .*00001.png is 64x64"):
+    pipe.random_map(1, rng)
+  pipe.random_map(6, rng)  # a good pair passes

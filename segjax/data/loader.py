@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from segjax.data.datasets import CustomDataset
+from segjax.data.transforms import DataError
 
 
 class _IndexSource(grain.RandomAccessDataSource):
@@ -52,7 +53,14 @@ class _Pipeline(grain.RandomMapTransform):
     self.dataset = dataset
 
   def random_map(self, index, rng: np.random.Generator):
-    return _to_example(self.dataset.prepare(int(index), rng), index)
+    example = _to_example(self.dataset.prepare(int(index), rng), index)
+    seg, ds = example["gt_semantic_seg"], self.dataset
+    bad = (seg >= ds.num_classes) & (seg != ds.ignore_index)
+    if bad.any():  # would silently corrupt the loss; costs one pass over the label
+      raise DataError(f"{ds.img_infos[int(index)]['ann']['seg_map']} in {ds.ann_dir}: label values "
+                      f"{np.unique(seg[bad]).tolist()} outside [0, {ds.num_classes}) and not "
+                      f"ignore_index {ds.ignore_index}")
+    return example
 
 
 def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker_count: int = 0):

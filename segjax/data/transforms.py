@@ -129,6 +129,10 @@ class LoadAnnotations:
       seg[seg == 0] = 255
       seg = seg - 1
       seg[seg == 254] = 255
+    img = results.get("img")
+    if img is not None and img.shape[:2] != seg.shape:
+      raise DataError(f"label {path} is {seg.shape[0]}x{seg.shape[1]} but image "
+                      f"{results.get('filename')} is {img.shape[0]}x{img.shape[1]}")
     results["gt_semantic_seg"] = seg
     results.setdefault("seg_fields", []).append("gt_semantic_seg")
     return results
