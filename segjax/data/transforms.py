@@ -349,6 +349,89 @@ class Pad:
     return results
 
 
+class ResizeToMultiple:
+  """Resize (not pad) so both sides are multiples of ``size_divisor`` (mmcv
+  ``imresize_to_multiple``, sides rounded up); labels with nearest."""
+
+  def __init__(self, size_divisor=32, interpolation=None):
+    self.size_divisor = size_divisor
+    self.interpolation = interpolation or "bilinear"
+
+  def _size(self, arr):
+    h, w = arr.shape[:2]
+    d = self.size_divisor
+    return int(np.ceil(w / d)) * d, int(np.ceil(h / d)) * d
+
+  def __call__(self, results):
+    img = imresize(results["img"], self._size(results["img"]), self.interpolation)
+    results.update(img=img, img_shape=img.shape, pad_shape=img.shape)
+    for key in results.get("seg_fields", []):
+      results[key] = imresize(results[key], self._size(results[key]), "nearest")
+    return results
+
+
+class RandomRotate:
+  """Rotate by a uniform angle in ``degree`` (a number d means (-d, d)) with probability ``prob``
+  about the image centre (mmcv ``imrotate``, constant border ``pad_val`` / ``seg_pad_val``)."""
+
+  def __init__(self, prob, degree, pad_val=0, seg_pad_val=255, center=None, auto_bound=False):
+    if auto_bound:
+      raise NotImplementedError("RandomRotate(auto_bound=True) is not supported")
+    self.prob = prob
+    self.degree = (-degree, degree) if isinstance(degree, (int, float)) else tuple(degree)
+    self.pad_val, self.seg_pad_val, self.center = pad_val, seg_pad_val, center
+
+  def _rotate(self, img, angle, border, interpolation):
+    h, w = img.shape[:2]
+    center = self.center if self.center is not None else ((w - 1) * 0.5, (h - 1) * 0.5)
+    matrix = cv2.getRotationMatrix2D(tuple(center), -angle, 1.0)
+    return cv2.warpAffine(img, matrix, (w, h), flags=_INTERP[interpolation],
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+  def __call__(self, results, rng=None):
+    rng = rng or np.random.default_rng()
+    rotate = rng.random() < self.prob
+    angle = rng.uniform(min(self.degree), max(self.degree))  # drawn either way, as mmseg
+    if rotate:
+      results["img"] = self._rotate(results["img"], angle, self.pad_val, "bilinear")
+      for key in results.get("seg_fields", []):
+        results[key] = self._rotate(results[key], angle, self.seg_pad_val, "nearest")
+    return results
+
+
+class RandomCutOut:
+  """With probability ``prob`` fill ``n_holes`` rectangles (``cutout_shape`` (w, h) pixels or
+  ``cutout_ratio`` of the image) with ``fill_in``; labels with ``seg_fill_in`` if given."""
+
+  def __init__(self, prob, n_holes, cutout_shape=None, cutout_ratio=None, fill_in=(0, 0, 0),
+               seg_fill_in=None):
+    if (cutout_shape is None) == (cutout_ratio is None):
+      raise ValueError("RandomCutOut: give exactly one of cutout_shape and cutout_ratio")
+    self.prob = prob
+    self.n_holes = (n_holes, n_holes) if isinstance(n_holes, int) else tuple(n_holes)
+    self.with_ratio = cutout_ratio is not None
+    candidates = cutout_ratio if self.with_ratio else cutout_shape
+    self.candidates = [tuple(candidates)] if isinstance(candidates[0], (int, float)) else [tuple(c) for c in candidates]
+    self.fill_in, self.seg_fill_in = fill_in, seg_fill_in
+
+  def __call__(self, results, rng=None):
+    rng = rng or np.random.default_rng()
+    if not rng.random() < self.prob:
+      return results
+    h, w = results["img"].shape[:2]
+    for _ in range(int(rng.integers(self.n_holes[0], self.n_holes[1] + 1))):
+      x1, y1 = int(rng.integers(0, w)), int(rng.integers(0, h))
+      cw, ch = self.candidates[int(rng.integers(0, len(self.candidates)))]
+      if self.with_ratio:
+        cw, ch = int(cw * w), int(ch * h)
+      x2, y2 = min(max(x1 + cw, 0), w), min(max(y1 + ch, 0), h)
+      results["img"][y1:y2, x1:x2, :] = self.fill_in
+      if self.seg_fill_in is not None:
+        for key in results.get("seg_fields", []):
+          results[key][y1:y2, x1:x2] = self.seg_fill_in
+    return results
+
+
 class AdjustGamma:
   """Gamma correction by lookup table (mmcv ``lut_transform``)."""
 
@@ -499,6 +582,9 @@ TRANSFORMS: dict[str, type] = {
     "Rerange": Rerange,
     "RGB2Gray": RGB2Gray,
     "SegRescale": SegRescale,
+    "ResizeToMultiple": ResizeToMultiple,
+    "RandomRotate": RandomRotate,
+    "RandomCutOut": RandomCutOut,
     "MultiScaleFlipAug": MultiScaleFlipAug,
     "DefaultFormatBundle": DefaultFormatBundle,
     "ImageToTensor": DefaultFormatBundle,
