@@ -74,3 +74,21 @@ def test_loader_rejects_out_of_range_labels_and_size_mismatch(broken):
   with pytest.raises(DataError, match=r"00001.png is 32x64 but image .*00001.png is 64x64"):
     pipe.random_map(1, rng)
   pipe.random_map(6, rng)  # a good pair passes
+
+
+def test_repeat_and_concat_datasets(tiny_dataset):
+  from segjax.data.datasets import build_dataset
+  one = dict(type="SyntheticDataset", data_root=tiny_dataset, img_dir="img_dir/val",
+             ann_dir="ann_dir/val", pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")])
+  rep = build_dataset(dict(type="RepeatDataset", times=3, dataset=one))
+  cat = build_dataset(dict(type="ConcatDataset", datasets=[one, dict(one, img_dir="img_dir/train",
+                                                                     ann_dir="ann_dir/train")]))
+  assert len(rep) == 24 and len(cat) == 8 + 16
+  assert rep.CLASSES == cat.CLASSES and rep.num_classes == 6
+  a, b = rep.prepare(3), rep.prepare(3 + 8)
+  np.testing.assert_array_equal(a["img"], b["img"])
+  ds, j = cat.locate(10)
+  assert ds.img_dir.endswith("img_dir/train") and j == 2
+  np.testing.assert_array_equal(cat.prepare(10)["gt_semantic_seg"], ds.get_gt_seg_map(2))
+  problems, _ = check_dataset(cat, 6)
+  assert problems == []

@@ -30,7 +30,7 @@ def main(argv=None):
   for split in args.split:
     dataset = build_dataset(config.data[split])
     problems, counts = check_dataset(dataset, num_classes)
-    print(f"== {split}: {len(dataset)} images in {dataset.img_dir}, {len(problems)} problem(s)")
+    print(f"== {split}: {len(dataset)} images in {dataset.name}, {len(problems)} problem(s)")
     for p in problems:
       print("  " + p)
     print(class_table(dataset.CLASSES, counts))

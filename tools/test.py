@@ -60,11 +60,13 @@ def main(argv=None):
   segmentor = apis.init_segmentor(config, args.checkpoint)
   scales, flip = (AUG_RATIOS, True) if args.aug_test else ((1.0,), False)
   preds, gts = [], []
-  for i, info in enumerate(dataset.img_infos):
-    path = os.path.join(dataset.img_dir, info["filename"])
+  for i in range(len(dataset)):
+    ds, j = dataset.locate(i)
+    info = ds.img_infos[j]
+    path = os.path.join(ds.img_dir, info["filename"])
     seg = apis.inference_segmentor(segmentor, path, scales=scales, flip=flip)
     if args.eval:
-      gts.append(dataset.get_gt_seg_map(i))
+      gts.append(ds.get_gt_seg_map(j))
     preds.append(seg)
     stem = os.path.splitext(os.path.basename(info["filename"]))[0]
     if args.show_dir:

@@ -96,9 +96,6 @@ def to_segjax_config(mmseg_cfg: dict):
     c.log_interval = mmseg_cfg["log_config"].get("interval", c.log_interval)
   if "data" in mmseg_cfg:
     data = mmseg_cfg["data"]
-    for split in ("train", "val"):
-      if data[split].get("type") in ("RepeatDataset", "ConcatDataset"):
-        raise NotImplementedError(f"data.{split}.type={data[split]['type']} is not supported yet")
     c.data = dict(samples_per_gpu=data.get("samples_per_gpu", 2),
                   workers_per_gpu=data.get("workers_per_gpu", 2), check_samples=64,
                   train=data["train"], val=data["val"])

@@ -21,6 +21,9 @@ from segjax.data.transforms import LoadAnnotations
 
 def _unpaired(dataset: CustomDataset) -> list[str]:
   """Label files in a single ann_dir with no image (images without labels show as missing files)."""
+  if not isinstance(dataset, CustomDataset):  # Repeat/Concat wrappers
+    inner = getattr(dataset, "datasets", None) or [dataset.dataset]
+    return sorted({p for d in inner for p in _unpaired(d)})
   if dataset.split is not None or not isinstance(dataset.ann_dir, str) or not os.path.isdir(dataset.ann_dir):
     return []
   images = {info["ann"]["seg_map"] for info in dataset.img_infos if "ann" in info}
@@ -77,11 +80,11 @@ def check_pair(dataset: CustomDataset, idx: int, num_classes: int) -> tuple[list
 def check_dataset(dataset: CustomDataset, num_classes: int,
                   indices: Sequence[int] | None = None) -> tuple[list[str], np.ndarray]:
   """(problems, labelled pixels per class) over ``indices`` (default: all records)."""
-  indices = range(len(dataset)) if indices is None else indices
+  indices = range(len(dataset)) if indices is None else indices  # Repeat: every repeat is checked
   problems = _unpaired(dataset) if len(indices) == len(dataset) else []
   counts = np.zeros(num_classes, np.int64)
   for i in indices:
-    p, seg = check_pair(dataset, i, num_classes)
+    p, seg = check_pair(*dataset.locate(i), num_classes)
     problems += p
     if seg is not None:
       valid = seg[seg < num_classes]

@@ -58,6 +58,15 @@ class CustomDataset:
   def num_classes(self) -> int:
     return len(self.CLASSES)
 
+  @property
+  def name(self) -> str:
+    """Identifies the data (checkpointed with the loader's position)."""
+    return self.img_dir
+
+  def locate(self, idx: int) -> tuple["CustomDataset", int]:
+    """The folder dataset and its record index behind ``idx`` (wrappers map through)."""
+    return self, idx
+
   def load_annotations(self) -> list[dict]:
     """mmseg ``load_annotations``: one record per image, ``ann.seg_map`` by suffix swap; each
     record keeps its label folder (``seg_prefix``)."""
@@ -232,7 +241,63 @@ class PascalVOCDataset(CustomDataset):
     super().__init__(pipeline, img_dir, split=split, **kwargs)
 
 
+class RepeatDataset:
+  """mmseg ``RepeatDataset``: ``dataset`` seen ``times`` over (small sets such as DRIVE)."""
+
+  def __init__(self, dataset, times: int):
+    self.dataset = build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
+    self.times = int(times)
+
+  def __len__(self) -> int:
+    return self.times * len(self.dataset)
+
+  def __getattr__(self, attr):  # CLASSES, PALETTE, ignore_index, num_classes, ...
+    return getattr(self.dataset, attr)
+
+  @property
+  def name(self) -> str:
+    return f"Repeat{self.times}({self.dataset.name})"
+
+  def locate(self, idx: int):
+    return self.dataset.locate(idx % len(self.dataset))
+
+  def prepare(self, idx: int, rng=None):
+    ds, j = self.locate(idx)
+    return ds.prepare(j, rng)
+
+
+class ConcatDataset:
+  """mmseg ``ConcatDataset``: several datasets with the same classes, one index space."""
+
+  def __init__(self, datasets):
+    self.datasets = [build_dataset(d) if isinstance(d, Mapping) else d for d in datasets]
+    classes = {tuple(d.CLASSES) for d in self.datasets}
+    if len(classes) != 1:
+      raise ValueError(f"ConcatDataset: the datasets' classes differ: {sorted(classes)}")
+    self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def __getattr__(self, attr):
+    return getattr(self.datasets[0], attr)
+
+  @property
+  def name(self) -> str:
+    return "Concat(" + ", ".join(d.name for d in self.datasets) + ")"
+
+  def locate(self, idx: int):
+    k = int(np.searchsorted(self.offsets, idx, side="right")) - 1
+    return self.datasets[k].locate(idx - int(self.offsets[k]))
+
+  def prepare(self, idx: int, rng=None):
+    ds, j = self.locate(idx)
+    return ds.prepare(j, rng)
+
+
 DATASETS: dict[str, type] = {
+    "RepeatDataset": RepeatDataset,
+    "ConcatDataset": ConcatDataset,
     "CustomDataset": CustomDataset,
     "SyntheticDataset": SyntheticDataset,
     "CityscapesDataset": CityscapesDataset,

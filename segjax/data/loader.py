@@ -54,10 +54,11 @@ class _Pipeline(grain.RandomMapTransform):
 
   def random_map(self, index, rng: np.random.Generator):
     example = _to_example(self.dataset.prepare(int(index), rng), index)
-    seg, ds = example["gt_semantic_seg"], self.dataset
+    seg = example["gt_semantic_seg"]
+    ds, j = self.dataset.locate(int(index))
     bad = (seg >= ds.num_classes) & (seg != ds.ignore_index)
     if bad.any():  # would silently corrupt the loss; costs one pass over the label
-      raise DataError(f"{ds.img_infos[int(index)]['ann']['seg_map']} in {ds.ann_dir}: label values "
+      raise DataError(f"{ds.img_infos[j]['ann']['seg_map']} in {ds.img_infos[j]['ann']['seg_prefix']}: label values "
                       f"{np.unique(seg[bad]).tolist()} outside [0, {ds.num_classes}) and not "
                       f"ignore_index {ds.ignore_index}")
     return example
@@ -67,7 +68,7 @@ def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker
   """Infinite grain DataLoader over ``dataset``; iterate it with ``iter(loader)``."""
   sampler = grain.IndexSampler(len(dataset), shard_options=grain.ShardByJaxProcess(drop_remainder=True),
                                shuffle=True, num_epochs=None, seed=seed)
-  return grain.DataLoader(data_source=_IndexSource(len(dataset), dataset.img_dir), sampler=sampler,
+  return grain.DataLoader(data_source=_IndexSource(len(dataset), dataset.name), sampler=sampler,
                           operations=[_Pipeline(dataset), grain.Batch(host_batch_size, drop_remainder=True)],
                           worker_count=worker_count)
 
@@ -84,7 +85,8 @@ def eval_batches(dataset: CustomDataset, host_batch_size: int) -> Iterator[dict]
       raise ValueError("evaluation during training takes one augmentation per image; use "
                        "segjax.apis.inference_segmentor(scales=..., flip=...) for TTA")
     if "gt_semantic_seg" not in results:  # mmseg test pipelines do not load labels
-      results["gt_semantic_seg"] = dataset.get_gt_seg_map(i)
+      ds, j = dataset.locate(i)
+      results["gt_semantic_seg"] = ds.get_gt_seg_map(j)
     ex = _to_example(results, i)
     key = (ex["img"].shape, ex["gt_semantic_seg"].shape)
     pending.setdefault(key, []).append(ex)

@@ -182,7 +182,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if step % config.log_interval == 0 or step == total:
         last_loss = float(logs["loss"])
         if not np.isfinite(last_loss):
-          files = [train_set.img_infos[i]["filename"] for i in np.asarray(indices)]
+          files = [(lambda ds, j: ds.img_infos[j]["filename"])(*train_set.locate(int(i)))
+                   for i in np.asarray(indices)]
           raise NonFiniteLossError(f"loss is {last_loss} at step {step} (checked every "
                                    f"{config.log_interval} steps); this step's batch files: {files}")
         logs = {k: float(v) / timer.steps for k, v in jax.device_get(sums).items()}
