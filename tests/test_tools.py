@@ -118,3 +118,35 @@ def test_export_reloads_and_reproduces_logits(trained, tmp_path):
   apply_overrides(config, TINY_OVERRIDES)
   ref = apis.test_logits(apis.init_segmentor(config, workdir), x)
   np.testing.assert_allclose(np.asarray(exported.call(x)), np.asarray(ref), atol=1e-5)
+
+
+def test_confusion_matrix_counts_by_hand():
+  import numpy as np
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  from confusion_matrix import confusion_matrix
+  gt = np.array([[0, 0, 1, 2, 255]])
+  pred = np.array([[0, 1, 1, 1, 0]])
+  np.testing.assert_array_equal(confusion_matrix([pred], [gt], 3, 255),
+                                [[1, 1, 0], [0, 1, 0], [0, 1, 0]])
+
+
+def test_confusion_matrix_and_browse_tools_write_files(trained, tiny_dataset, tmp_path):
+  import numpy as np
+  workdir, _ = trained
+  preds = str(tmp_path / "p.pkl")
+  data = [f"data.val.data_root={tiny_dataset}", f"data.train.data_root={tiny_dataset}"]
+  r = _run("tools/test.py", "configs/pspnet_synthetic.py", workdir, "--out", preds,
+           "--cfg-options", *TINY_OVERRIDES, *data)
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = _run("tools/confusion_matrix.py", "configs/pspnet_synthetic.py", preds, str(tmp_path / "cm"),
+           "--cfg-options", *data)
+  assert r.returncode == 0, r.stderr[-2000:]
+  counts = np.load(tmp_path / "cm" / "confusion_matrix.npy")
+  assert counts.shape == (6, 6) and counts.sum() > 0
+  r = _run("tools/browse_dataset.py", "configs/pspnet_synthetic.py", "--output-dir",
+           str(tmp_path / "browse"), "--num", "3", "--cfg-options", *data)
+  assert r.returncode == 0, r.stderr[-2000:]
+  files = sorted(os.listdir(tmp_path / "browse"))
+  assert len(files) == 3 and files[0].startswith("00000_")
+  import cv2
+  assert cv2.imread(str(tmp_path / "browse" / files[0])).shape == (128, 256, 3)  # image | overlay
