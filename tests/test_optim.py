@@ -104,3 +104,18 @@ def test_updates_equal_torch_optim(kind):
     torch_opt.step()
   for ours, t in zip(jax.tree.leaves(p), tensors):
     np.testing.assert_allclose(np.asarray(ours), t.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_cyclic_follows_mmcv_phases():
+  # 100 iterations, 2 cycles of 50: up for int(0.4 * 50) = 20 iterations to 10x, then cos down to
+  # 1e-4x; gamma 0.5 halves the second cycle's excursion: its peak ratio is 1 - 0.5 + 10 * 0.5.
+  c = config(dict(policy="cyclic", target_ratio=(10, 1e-4), cyclic_times=2, step_ratio_up=0.4,
+                  gamma=0.5, anneal_strategy="cos"))
+  cos = lambda start, end, f: end + (start - end) / 2 * (math.cos(math.pi * f) + 1)
+  assert lr_at(c, 0) == pytest.approx(0.01, rel=1e-6)
+  assert lr_at(c, 10) == pytest.approx(cos(0.01, 0.1, 10 / 20), rel=1e-6)
+  assert lr_at(c, 20) == pytest.approx(0.1, rel=1e-6)
+  assert lr_at(c, 35) == pytest.approx(cos(0.1, 1e-6, 15 / 30), rel=1e-5)
+  peak2 = 0.01 * (1 - 0.5 + 10 * 0.5)
+  assert lr_at(c, 60) == pytest.approx(cos(0.01, peak2, 10 / 20), rel=1e-6)
+  assert lr_at(c, 70) == pytest.approx(peak2, rel=1e-6)

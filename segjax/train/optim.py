@@ -7,7 +7,7 @@
   biases and ``norm_decay_mult`` for norm weights and biases. Names are matched in mmseg's
   dotted form (``backbone.layer1.0.bn1.weight``).
 - Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
-  annealing, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
+  annealing, cyclic (learning rate only), fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
   ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
 """
 from __future__ import annotations
@@ -40,10 +40,36 @@ def _regular_lr(lr_cfg: Mapping, base_lr: float, max_iters: int):
     ratio = lr_cfg.get("min_lr_ratio")
     target = base_lr * ratio if ratio is not None else lr_cfg.get("min_lr", 0.0)
     return lambda it: target + (base_lr - target) / 2 * (jnp.cos(math.pi * it / max_iters) + 1)
+  if policy == "cyclic":
+    # mmcv CyclicLrUpdaterHook (by iteration): per cycle, up from base_lr to base_lr*target[0]
+    # over step_ratio_up of the cycle, then down to base_lr*target[1]; gamma shrinks later cycles.
+    up_ratio, down_ratio = lr_cfg.get("target_ratio", (10, 1e-4))
+    cycles = lr_cfg.get("cyclic_times", 1)
+    gamma = lr_cfg.get("gamma", 1.0)
+    per_phase = max_iters // cycles
+    iter_up = int(lr_cfg.get("step_ratio_up", 0.4) * per_phase)
+    anneal = lr_cfg.get("anneal_strategy", "cos")
+    if anneal not in ("cos", "linear"):
+      raise ValueError(f"lr_config.anneal_strategy={anneal!r}; expected 'cos' or 'linear'")
+
+    def interp(start, end, factor):
+      if anneal == "cos":
+        return end + (start - end) / 2 * (jnp.cos(math.pi * factor) + 1)
+      return start + (end - start) * factor
+
+    def cyclic_lr(it):
+      it = jnp.asarray(it, jnp.float32)
+      cur = jnp.mod(it, per_phase)
+      scale = gamma ** jnp.floor(it / per_phase)
+      up = interp(base_lr, base_lr * (1 - scale + up_ratio * scale), cur / iter_up)
+      start = base_lr * (1 - scale + up_ratio * scale)
+      down = interp(start, base_lr * down_ratio, (cur - iter_up) / (per_phase - iter_up))
+      return jnp.where(cur < iter_up, up, down)
+    return cyclic_lr
   if policy == "fixed":
     return lambda it: base_lr * jnp.ones_like(jnp.asarray(it, jnp.float32))
   raise ValueError(f"lr_config.policy={policy!r} is not supported; expected one of "
-                   "'poly', 'step', 'CosineAnnealing', 'fixed'")
+                   "'poly', 'step', 'CosineAnnealing', 'cyclic', 'fixed'")
 
 
 def build_schedule(config) -> optax.Schedule:
