@@ -39,7 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.load_from = config_dict.placeholder(str)
   c.distributed = dict(enabled=False, coordinator_address=config_dict.placeholder(str),
                        num_processes=config_dict.placeholder(int),
-                       process_id=config_dict.placeholder(int))
+                       process_id=config_dict.placeholder(int),
+                       # A peer silent this long makes the others exit instead of hanging.
+                       heartbeat_timeout_seconds=config_dict.placeholder(int))
   return c
 
 

@@ -16,8 +16,8 @@ def initialize_distributed(config) -> None:
   dist = config.get("distributed")
   if not dist or not dist.get("enabled", False):
     return
-  kwargs = {k: dist[k] for k in ("coordinator_address", "num_processes", "process_id")
-            if dist.get(k) is not None}
+  kwargs = {k: dist[k] for k in ("coordinator_address", "num_processes", "process_id",
+                                  "heartbeat_timeout_seconds") if dist.get(k) is not None}
   jax.distributed.initialize(**kwargs)
 
 

@@ -75,3 +75,33 @@ def test_two_processes_train_checkpoint_and_evaluate_like_one(tiny_dataset, tmp_
   single = _records(workdir, "eval")[-1]
   for key in ("aAcc", "mIoU", "mAcc"):
     assert single[key] == pytest.approx(distributed_val[key], abs=1e-9), key
+
+
+def test_dead_peer_makes_the_other_process_exit(tiny_dataset, tmp_path):
+  import time
+  port = _free_port()
+  data = [f"--config.data.train.data_root={tiny_dataset}", f"--config.data.val.data_root={tiny_dataset}"]
+  long_run = [a for a in TINY if not a.startswith(("--config.total_iters", "--config.evaluation",
+                                                  "--config.checkpoint"))]
+  long_run += ["--config.total_iters=100000", "--config.evaluation.interval=100000",
+               "--config.checkpoint.interval=100000"]
+  procs = [subprocess.Popen(
+      [sys.executable, "main.py", "--config=configs/pspnet_synthetic.py", f"--workdir={tmp_path / 'run'}",
+       "--config.distributed.enabled=True", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+       "--config.distributed.heartbeat_timeout_seconds=10", *long_run, *data],
+      cwd=ROOT, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  log = tmp_path / "run" / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (log.exists() and log.read_text().count("\n") >= 2):  # both are training
+    assert time.time() < deadline and procs[0].poll() is None, "training did not start"
+    time.sleep(1)
+  procs[1].kill()
+  try:
+    _, err = procs[0].communicate(timeout=120)  # hangs forever without the heartbeat
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode != 0
+  assert "heartbeat timeout" in err or "Gloo" in err
