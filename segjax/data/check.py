@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from segjax.data.datasets import CustomDataset
-from segjax.data.transforms import LoadAnnotations
 
 
 def _unpaired(dataset: CustomDataset) -> list[str]:
@@ -68,7 +67,7 @@ def check_pair(dataset: CustomDataset, idx: int, num_classes: int) -> tuple[list
   if img_shape is not None and (size[1], size[0]) != img_shape:
     problems.append(f"{ann_path}: label size {size[1]}x{size[0]} differs from image "
                     f"{img_path} {img_shape[0]}x{img_shape[1]}")
-  seg = LoadAnnotations(dataset.reduce_zero_label)(dataset.pre_pipeline(idx))["gt_semantic_seg"]
+  seg = dataset.get_gt_seg_map(idx)
   bad = np.unique(seg[(seg >= num_classes) & (seg != dataset.ignore_index)])
   if bad.size:
     problems.append(f"{ann_path}: label values {bad.tolist()} outside [0, {num_classes}) and not "

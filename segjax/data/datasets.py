@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from segjax.data import synthetic
-from segjax.data.transforms import DataError, build_from, build_pipeline
+from segjax.data.transforms import DataError, LoadAnnotations, build_from, build_pipeline
 from segjax.config import to_plain
 
 
@@ -122,7 +122,6 @@ class CustomDataset:
 
   def get_gt_seg_map(self, idx: int) -> np.ndarray:
     """The label map as evaluation sees it (label_map and reduce_zero_label applied)."""
-    from segjax.data.transforms import LoadAnnotations
     return LoadAnnotations(self.reduce_zero_label)(self.pre_pipeline(idx))["gt_semantic_seg"]
 
 

@@ -13,8 +13,6 @@ import jax.numpy as jnp
 
 from segjax import layers
 
-BN = {"type": "BN", "requires_grad": True}
-
 
 class BaseDecodeHead(nn.Module):
   in_channels: Any = None  # int, or a sequence for multi-input heads; checked against the input
