@@ -22,9 +22,19 @@ class CustomDataset:
   # How to obtain the data, shown when data_root is missing.
   PREPARE_HINT = "see README.md, 'Datasets'"
 
-  def __init__(self, pipeline, img_dir, img_suffix=".jpg", ann_dir=None, seg_map_suffix=".png",
-               split=None, data_root=None, test_mode=False, ignore_index=255,
-               reduce_zero_label=False, classes=None, palette=None, label_map=None):
+  # What a dataset type fixes in mmseg (suffixes, reduce_zero_label, ...); a config may override.
+  DEFAULTS: Mapping[str, Any] = {}
+  REQUIRES_SPLIT = False
+
+  def __init__(self, pipeline, img_dir, img_suffix=None, ann_dir=None, seg_map_suffix=None,
+               split=None, data_root=None, test_mode=False, ignore_index=None,
+               reduce_zero_label=None, classes=None, palette=None, label_map=None):
+    fixed = {"img_suffix": ".jpg", "seg_map_suffix": ".png", "ignore_index": 255,
+             "reduce_zero_label": False, **self.DEFAULTS}
+    pick = lambda value, key: fixed[key] if value is None else value
+    img_suffix, seg_map_suffix = pick(img_suffix, "img_suffix"), pick(seg_map_suffix, "seg_map_suffix")
+    if self.REQUIRES_SPLIT and split is None:
+      raise ValueError(f"{type(self).__name__} needs split= (a text file listing the image names)")
     self.data_root = data_root
     if data_root is not None and not os.path.isdir(data_root):
       raise DataError(f"{type(self).__name__}: data_root {data_root!r} does not exist. To prepare "
@@ -40,11 +50,10 @@ class CustomDataset:
                        f"got split={split!r}")
     self.img_suffix, self.seg_map_suffix = img_suffix, seg_map_suffix
     self.test_mode = test_mode
-    self.ignore_index = ignore_index
-    self.reduce_zero_label = reduce_zero_label
-    self.CLASSES = tuple(classes) if classes is not None else self.CLASSES
-    self.PALETTE = tuple(map(tuple, palette)) if palette is not None else self.PALETTE
-    self.label_map = dict(label_map or {})
+    self.ignore_index = pick(ignore_index, "ignore_index")
+    self.reduce_zero_label = pick(reduce_zero_label, "reduce_zero_label")
+    self.label_map = {int(k): int(v) for k, v in dict(label_map or {}).items()}
+    self.CLASSES, self.PALETTE = self._classes_and_palette(classes, palette)
     if not os.path.isdir(self.img_dir):
       raise DataError(f"{type(self).__name__}: image folder {self.img_dir!r} does not exist. "
                       f"To prepare the dataset: {self.PREPARE_HINT}")
@@ -53,6 +62,28 @@ class CustomDataset:
     if not self.img_infos:
       raise DataError(f"{type(self).__name__}: no '*{img_suffix}' images found in {self.img_dir!r}"
                       + (f" for split {self.split!r}" if self.split else ""))
+
+  def _classes_and_palette(self, classes, palette):
+    """mmseg's ``get_classes_and_palette``: ``classes`` (names or a file of names) that are a
+    subset of the dataset's classes keep their colours and get a ``label_map`` old id -> new id
+    (-1, i.e. ignored, for the classes left out)."""
+    if classes is None:
+      return self.CLASSES, (tuple(map(tuple, palette)) if palette is not None else self.PALETTE)
+    if isinstance(classes, str):
+      with open(classes) as f:
+        classes = [line.strip() for line in f if line.strip()]
+    classes = tuple(classes)
+    if self.CLASSES:
+      unknown = [c for c in classes if c not in self.CLASSES]
+      if unknown:
+        raise ValueError(f"{type(self).__name__}: classes {unknown} are not among its classes "
+                         f"{list(self.CLASSES)}")
+      self.label_map = {i: (classes.index(c) if c in classes else -1) for i, c in enumerate(self.CLASSES)}
+      if palette is None and self.PALETTE:
+        palette = [self.PALETTE[self.CLASSES.index(c)] for c in classes]
+    if palette is None:  # mmseg draws a random palette; a fixed seed keeps it the same every run
+      palette = np.random.default_rng(42).integers(0, 255, (len(classes), 3)).tolist()
+    return classes, tuple(map(tuple, palette))
 
   @property
   def num_classes(self) -> int:
@@ -134,11 +165,11 @@ class SyntheticDataset(CustomDataset):
                   "$SEGJAX_CACHE (default ~/.cache/segjax), or call "
                   "segjax.data.synthetic.ensure_dataset(root)")
 
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix=".png")
+
   def __init__(self, pipeline, img_dir, ann_dir=None, data_root=None, **kwargs):
     if data_root is None:
       data_root = synthetic.ensure_dataset()
-    kwargs.setdefault("img_suffix", ".png")
-    kwargs.setdefault("seg_map_suffix", ".png")
     super().__init__(pipeline, img_dir, ann_dir=ann_dir, data_root=data_root, **kwargs)
 
 
@@ -156,10 +187,7 @@ class CityscapesDataset(CustomDataset):
                   "https://www.cityscapes-dataset.com into data/cityscapes, then run "
                   "python tools/convert_datasets/cityscapes.py data/cityscapes --nproc 8")
 
-  def __init__(self, pipeline, img_dir, **kwargs):
-    kwargs.setdefault("img_suffix", "_leftImg8bit.png")
-    kwargs.setdefault("seg_map_suffix", "_gtFine_labelTrainIds.png")
-    super().__init__(pipeline, img_dir, **kwargs)
+  DEFAULTS = dict(img_suffix="_leftImg8bit.png", seg_map_suffix="_gtFine_labelTrainIds.png")
 
 
 class ADE20KDataset(CustomDataset):
@@ -212,11 +240,7 @@ class ADE20KDataset(CustomDataset):
   PREPARE_HINT = ("download ADEChallengeData2016.zip (http://sceneparsing.csail.mit.edu) and "
                   "unzip it into data/ade (data/ade/ADEChallengeData2016/{images,annotations})")
 
-  def __init__(self, pipeline, img_dir, **kwargs):
-    kwargs.setdefault("img_suffix", ".jpg")
-    kwargs.setdefault("seg_map_suffix", ".png")
-    kwargs.setdefault("reduce_zero_label", True)
-    super().__init__(pipeline, img_dir, **kwargs)
+  DEFAULTS = dict(reduce_zero_label=True)
 
 
 class PascalVOCDataset(CustomDataset):
@@ -231,13 +255,188 @@ class PascalVOCDataset(CustomDataset):
   PREPARE_HINT = ("download VOCtrainval_11-May-2012.tar into data/VOCdevkit/VOC2012; for the "
                   "aug set also SBD, then python tools/convert_datasets/voc_aug.py "
                   "data/VOCdevkit data/VOCdevkit/VOCaug --nproc 8")
+  REQUIRES_SPLIT = True
 
-  def __init__(self, pipeline, img_dir, split=None, **kwargs):
-    if split is None:
-      raise ValueError("PascalVOCDataset needs split= (e.g. 'ImageSets/Segmentation/train.txt')")
-    kwargs.setdefault("img_suffix", ".jpg")
-    kwargs.setdefault("seg_map_suffix", ".png")
-    super().__init__(pipeline, img_dir, split=split, **kwargs)
+
+_CONTEXT_HINT = ("download VOCtrainval_03-May-2010.tar into data/VOCdevkit/VOC2010 and "
+                 "trainval_merged.json, then python tools/convert_datasets/pascal_context.py "
+                 "data/VOCdevkit data/VOCdevkit/VOC2010/trainval_merged.json")
+
+
+class PascalContextDataset(CustomDataset):
+  """Pascal Context, 60 classes with background as class 0."""
+  CLASSES = (
+      "background", "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat",
+      "book", "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+      "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
+      "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
+      "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
+      "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
+      "water", "window", "wood")
+  PALETTE = ADE20KDataset.PALETTE[:60]  # mmseg reuses ADE20K's first 60 colours
+  PREPARE_HINT = _CONTEXT_HINT
+  REQUIRES_SPLIT = True
+
+
+class PascalContextDataset59(CustomDataset):
+  """Pascal Context without background: label 0 is ignored via reduce_zero_label."""
+  CLASSES = PascalContextDataset.CLASSES[1:]
+  PALETTE = PascalContextDataset.PALETTE[1:]
+  DEFAULTS = dict(reduce_zero_label=True)
+  PREPARE_HINT = _CONTEXT_HINT
+  REQUIRES_SPLIT = True
+
+
+class COCOStuffDataset(CustomDataset):
+  """COCO-Stuff, 171 classes. Labels ``*_labelTrainIds.png`` from
+  ``tools/convert_datasets/coco_stuff{10k,164k}.py``: the 10k version writes 1..171 with 0 ignored
+  (configs set reduce_zero_label=True), the 164k version 0..170 with 255 ignored."""
+  CLASSES = (
+      "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+      "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+      "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+      "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+      "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+      "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+      "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+      "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+      "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+      "teddy bear", "hair drier", "toothbrush", "banner", "blanket", "branch", "bridge",
+      "building-other", "bush", "cabinet", "cage", "cardboard", "carpet", "ceiling-other",
+      "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard", "curtain", "desk-stuff",
+      "dirt", "door-stuff", "fence", "floor-marble", "floor-other", "floor-stone", "floor-tile",
+      "floor-wood", "flower", "fog", "food-other", "fruit", "furniture-other", "grass", "gravel",
+      "ground-other", "hill", "house", "leaves", "light", "mat", "metal", "mirror-stuff", "moss",
+      "mountain", "mud", "napkin", "net", "paper", "pavement", "pillow", "plant-other", "plastic",
+      "platform", "playingfield", "railing", "railroad", "river", "road", "rock", "roof", "rug",
+      "salad", "sand", "sea", "shelf", "sky-other", "skyscraper", "snow", "solid-other", "stairs",
+      "stone", "straw", "structural-other", "table", "tent", "textile-other", "towel", "tree",
+      "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone",
+      "wall-tile", "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood")
+  PALETTE = (
+      (0, 192, 64), (0, 192, 64), (0, 64, 96), (128, 192, 192), (0, 64, 64), (0, 192, 224),
+      (0, 192, 192), (128, 192, 64), (0, 192, 96), (128, 192, 64), (128, 32, 192), (0, 0, 224),
+      (0, 0, 64), (0, 160, 192), (128, 0, 96), (128, 0, 192), (0, 32, 192), (128, 128, 224),
+      (0, 0, 192), (128, 160, 192), (128, 128, 0), (128, 0, 32), (128, 32, 0), (128, 0, 128),
+      (64, 128, 32), (0, 160, 0), (0, 0, 0), (192, 128, 160), (0, 32, 0), (0, 128, 128),
+      (64, 128, 160), (128, 160, 0), (0, 128, 0), (192, 128, 32), (128, 96, 128), (0, 0, 128),
+      (64, 0, 32), (0, 224, 128), (128, 0, 0), (192, 0, 160), (0, 96, 128), (128, 128, 128),
+      (64, 0, 160), (128, 224, 128), (128, 128, 64), (192, 0, 32), (128, 96, 0), (128, 0, 192),
+      (0, 128, 32), (64, 224, 0), (0, 0, 64), (128, 128, 160), (64, 96, 0), (0, 128, 192),
+      (0, 128, 160), (192, 224, 0), (0, 128, 64), (128, 128, 32), (192, 32, 128), (0, 64, 192),
+      (0, 0, 32), (64, 160, 128), (128, 64, 64), (128, 0, 160), (64, 32, 128), (128, 192, 192),
+      (0, 0, 160), (192, 160, 128), (128, 192, 0), (128, 0, 96), (192, 32, 0), (128, 64, 128),
+      (64, 128, 96), (64, 160, 0), (0, 64, 0), (192, 128, 224), (64, 32, 0), (0, 192, 128),
+      (64, 128, 224), (192, 160, 0), (0, 192, 0), (192, 128, 96), (192, 96, 128), (0, 64, 128),
+      (64, 0, 96), (64, 224, 128), (128, 64, 0), (192, 0, 224), (64, 96, 128), (128, 192, 128),
+      (64, 0, 224), (192, 224, 128), (128, 192, 64), (192, 0, 96), (192, 96, 0), (128, 64, 192),
+      (0, 128, 96), (0, 224, 0), (64, 64, 64), (128, 128, 224), (0, 96, 0), (64, 192, 192),
+      (0, 128, 224), (128, 224, 0), (64, 192, 64), (128, 128, 96), (128, 32, 128), (64, 0, 192),
+      (0, 64, 96), (0, 160, 128), (192, 0, 64), (128, 64, 224), (0, 32, 128), (192, 128, 192),
+      (0, 64, 224), (128, 160, 128), (192, 128, 0), (128, 64, 32), (128, 32, 64), (192, 0, 128),
+      (64, 192, 32), (0, 160, 64), (64, 0, 0), (192, 192, 160), (0, 32, 64), (64, 128, 128),
+      (64, 192, 160), (128, 160, 64), (64, 128, 0), (192, 192, 32), (128, 96, 192), (64, 0, 128),
+      (64, 64, 32), (0, 224, 192), (192, 0, 0), (192, 64, 160), (0, 96, 192), (192, 128, 128),
+      (64, 64, 160), (128, 224, 192), (192, 128, 64), (192, 64, 32), (128, 96, 64), (192, 0, 192),
+      (0, 192, 32), (64, 224, 64), (64, 0, 64), (128, 192, 160), (64, 96, 64), (64, 128, 192),
+      (0, 192, 160), (192, 224, 64), (64, 128, 64), (128, 192, 32), (192, 32, 192), (64, 64, 192),
+      (0, 64, 32), (64, 160, 192), (192, 64, 64), (128, 64, 160), (64, 32, 192), (192, 192, 192),
+      (0, 64, 160), (192, 160, 192), (192, 192, 0), (128, 64, 96), (192, 32, 64), (192, 64, 128),
+      (64, 192, 96), (64, 160, 64), (64, 64, 0))
+  DEFAULTS = dict(seg_map_suffix="_labelTrainIds.png")
+  PREPARE_HINT = ("unzip cocostuff-10k-v1.1.zip into data/coco_stuff10k and run "
+                  "python tools/convert_datasets/coco_stuff10k.py data/coco_stuff10k --nproc 8; or "
+                  "unzip train2017.zip, val2017.zip and stuffthingmaps_trainval2017.zip into "
+                  "data/coco_stuff164k/{images,annotations} and run "
+                  "python tools/convert_datasets/coco_stuff164k.py data/coco_stuff164k --nproc 8")
+
+
+_VESSEL_CLASSES = ("background", "vessel")
+_VESSEL_PALETTE = ((120, 120, 120), (6, 230, 230))
+
+
+class DRIVEDataset(CustomDataset):
+  """DRIVE retinal vessels: 2 classes, labels ``*_manual1.png`` (0/1)."""
+  CLASSES, PALETTE = _VESSEL_CLASSES, _VESSEL_PALETTE
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix="_manual1.png")
+  PREPARE_HINT = "python tools/convert_datasets/drive.py training.zip test.zip"
+
+
+class HRFDataset(CustomDataset):
+  """HRF retinal vessels: 2 classes, labels ``*.png`` (0/1)."""
+  CLASSES, PALETTE = _VESSEL_CLASSES, _VESSEL_PALETTE
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix=".png")
+  PREPARE_HINT = ("python tools/convert_datasets/hrf.py healthy.zip healthy_manualsegm.zip "
+                  "glaucoma.zip glaucoma_manualsegm.zip diabetic_retinopathy.zip "
+                  "diabetic_retinopathy_manualsegm.zip")
+
+
+class STAREDataset(CustomDataset):
+  """STARE retinal vessels: 2 classes, labels ``*.ah.png`` (0/1)."""
+  CLASSES, PALETTE = _VESSEL_CLASSES, _VESSEL_PALETTE
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix=".ah.png")
+  PREPARE_HINT = ("python tools/convert_datasets/stare.py stare-images.tar labels-ah.tar "
+                  "labels-vk.tar")
+
+
+class ChaseDB1Dataset(CustomDataset):
+  """CHASE_DB1 retinal vessels: 2 classes, labels ``*_1stHO.png`` (0/1)."""
+  CLASSES, PALETTE = _VESSEL_CLASSES, _VESSEL_PALETTE
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix="_1stHO.png")
+  PREPARE_HINT = "python tools/convert_datasets/chase_db1.py CHASEDB1.zip"
+
+
+class DarkZurichDataset(CityscapesDataset):
+  """Dark Zurich val (night), Cityscapes' 19 classes; for testing Cityscapes-trained models."""
+  DEFAULTS = dict(img_suffix="_rgb_anon.png", seg_map_suffix="_gt_labelTrainIds.png")
+  PREPARE_HINT = "unzip Dark_Zurich_val_anon.zip into data/dark_zurich"
+
+
+class NightDrivingDataset(CityscapesDataset):
+  """Nighttime Driving test, Cityscapes' 19 classes; for testing Cityscapes-trained models."""
+  DEFAULTS = dict(img_suffix="_leftImg8bit.png", seg_map_suffix="_gtCoarse_labelTrainIds.png")
+  PREPARE_HINT = "unzip NighttimeDrivingTest.zip into data/NighttimeDrivingTest"
+
+
+class LoveDADataset(CustomDataset):
+  """LoveDA: 7 classes; label 0 is 'no data' and is ignored via reduce_zero_label."""
+  CLASSES = ("background", "building", "road", "water", "barren", "forest", "agricultural")
+  PALETTE = ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183),
+             (0, 255, 0), (255, 195, 128))
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix=".png", reduce_zero_label=True)
+  PREPARE_HINT = ("put Train.zip, Val.zip and Test.zip in a folder and run "
+                  "python tools/convert_datasets/loveda.py FOLDER -o data/loveDA")
+
+
+class ISPRSDataset(CustomDataset):
+  """ISPRS Vaihingen: 6 classes; label 0 (boundary) is ignored via reduce_zero_label."""
+  CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+  PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix=".png", reduce_zero_label=True)
+  PREPARE_HINT = ("put ISPRS_semantic_labeling_Vaihingen.zip and "
+                  "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip in a folder "
+                  "and run python tools/convert_datasets/vaihingen.py FOLDER -o data/vaihingen")
+
+
+class PotsdamDataset(ISPRSDataset):
+  """ISPRS Potsdam: Vaihingen's 6 classes; label 0 (boundary) ignored via reduce_zero_label."""
+  PREPARE_HINT = ("put 2_Ortho_RGB.zip and 5_Labels_all_noBoundary.zip in a folder and run "
+                  "python tools/convert_datasets/potsdam.py FOLDER -o data/potsdam")
+
+
+class iSAIDDataset(CustomDataset):  # noqa: N801  (mmseg's name)
+  """iSAID: 16 classes incl. background; labels ``*_instance_color_RGB.png`` hold class indices
+  (written by ``tools/convert_datasets/isaid.py`` from the RGB masks)."""
+  CLASSES = ("background", "ship", "store_tank", "baseball_diamond", "tennis_court",
+             "basketball_court", "Ground_Track_Field", "Bridge", "Large_Vehicle", "Small_Vehicle",
+             "Helicopter", "Swimming_pool", "Roundabout", "Soccer_ball_field", "plane", "Harbor")
+  PALETTE = ((0, 0, 0), (0, 0, 63), (0, 63, 63), (0, 63, 0), (0, 63, 127), (0, 63, 191),
+             (0, 63, 255), (0, 127, 63), (0, 127, 127), (0, 0, 127), (0, 0, 191), (0, 0, 255),
+             (0, 191, 127), (0, 127, 191), (0, 127, 255), (0, 100, 155))
+  DEFAULTS = dict(img_suffix=".png", seg_map_suffix="_instance_color_RGB.png")
+  PREPARE_HINT = ("arrange the DOTA images and iSAID masks as train|val|test/images/*.zip and "
+                  "train|val/Semantic_masks/*.zip, then python tools/convert_datasets/isaid.py "
+                  "FOLDER -o data/iSAID")
 
 
 class RepeatDataset:
@@ -302,6 +501,19 @@ DATASETS: dict[str, type] = {
     "CityscapesDataset": CityscapesDataset,
     "ADE20KDataset": ADE20KDataset,
     "PascalVOCDataset": PascalVOCDataset,
+    "PascalContextDataset": PascalContextDataset,
+    "PascalContextDataset59": PascalContextDataset59,
+    "COCOStuffDataset": COCOStuffDataset,
+    "DRIVEDataset": DRIVEDataset,
+    "HRFDataset": HRFDataset,
+    "STAREDataset": STAREDataset,
+    "ChaseDB1Dataset": ChaseDB1Dataset,
+    "DarkZurichDataset": DarkZurichDataset,
+    "NightDrivingDataset": NightDrivingDataset,
+    "LoveDADataset": LoveDADataset,
+    "ISPRSDataset": ISPRSDataset,
+    "PotsdamDataset": PotsdamDataset,
+    "iSAIDDataset": iSAIDDataset,
 }
 
 

@@ -124,7 +124,7 @@ class LoadAnnotations:
     if label_map:
       original = seg.copy()
       for old_id, new_id in label_map.items():
-        seg[original == old_id] = new_id
+        seg[original == old_id] = new_id % 256  # -1 (class left out) becomes 255 as in mmseg
     if self.reduce_zero_label:
       seg[seg == 0] = 255
       seg = seg - 1
