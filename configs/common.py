@@ -74,7 +74,82 @@ def voc12aug(crop_size=(512, 512)) -> dict:
       samples_per_gpu=4, img_scale=(2048, 512), crop_size=crop_size)
 
 
-DATASETS = {"cityscapes": (cityscapes, 19), "ade20k": (ade20k, 150), "voc12aug": (voc12aug, 21)}
+def pascal_context(crop_size=(480, 480), classes: int = 60) -> dict:
+  """_base_/datasets/pascal_context.py (60 classes) and pascal_context_59.py (background dropped
+  via reduce_zero_label): images scaled to 520x520, 4 images per GPU."""
+  return _data_block(
+      "PascalContextDataset" if classes == 60 else "PascalContextDataset59", "data/VOCdevkit/VOC2010",
+      dict(img_dir="JPEGImages", ann_dir="SegmentationClassContext",
+           split="ImageSets/SegmentationContext/train.txt"),
+      dict(img_dir="JPEGImages", ann_dir="SegmentationClassContext",
+           split="ImageSets/SegmentationContext/val.txt"),
+      samples_per_gpu=4, img_scale=(520, 520), crop_size=crop_size, reduce_zero_label=classes == 59)
+
+
+def coco_stuff10k(crop_size=(512, 512)) -> dict:
+  """_base_/datasets/coco-stuff10k.py: labels 1..171 (0 ignored via reduce_zero_label)."""
+  return _data_block(
+      "COCOStuffDataset", "data/coco_stuff10k",
+      dict(img_dir="images/train2014", ann_dir="annotations/train2014", split="imagesLists/train.txt"),
+      dict(img_dir="images/test2014", ann_dir="annotations/test2014", split="imagesLists/test.txt"),
+      samples_per_gpu=4, img_scale=(2048, 512), crop_size=crop_size, reduce_zero_label=True)
+
+
+def coco_stuff164k(crop_size=(512, 512)) -> dict:
+  """_base_/datasets/coco-stuff164k.py: labels 0..170, 255 ignored."""
+  return _data_block("COCOStuffDataset", "data/coco_stuff164k",
+                     dict(img_dir="images/train2017", ann_dir="annotations/train2017"),
+                     dict(img_dir="images/val2017", ann_dir="annotations/val2017"),
+                     samples_per_gpu=4, img_scale=(2048, 512), crop_size=crop_size)
+
+
+def _tiles(type, data_root, img_scale, crop_size, reduce_zero_label) -> dict:
+  """The remote-sensing sets: img_dir/{train,val} and ann_dir/{train,val}, 4 images per GPU."""
+  return _data_block(type, data_root, dict(img_dir="img_dir/train", ann_dir="ann_dir/train"),
+                     dict(img_dir="img_dir/val", ann_dir="ann_dir/val"), samples_per_gpu=4,
+                     img_scale=img_scale, crop_size=crop_size, reduce_zero_label=reduce_zero_label)
+
+
+def loveda(crop_size=(512, 512)) -> dict:
+  """_base_/datasets/loveda.py: 1024x1024 tiles, label 0 ignored."""
+  return _tiles("LoveDADataset", "data/loveDA", (1024, 1024), crop_size, True)
+
+
+def potsdam(crop_size=(512, 512)) -> dict:
+  """_base_/datasets/potsdam.py: 512x512 clips, label 0 (boundary) ignored."""
+  return _tiles("PotsdamDataset", "data/potsdam", (512, 512), crop_size, True)
+
+
+def vaihingen(crop_size=(512, 512)) -> dict:
+  """_base_/datasets/vaihingen.py: 512x512 clips, label 0 (boundary) ignored."""
+  return _tiles("ISPRSDataset", "data/vaihingen", (512, 512), crop_size, True)
+
+
+def isaid(crop_size=(896, 896)) -> dict:
+  """_base_/datasets/isaid.py: 896x896 patches, 16 classes incl. background."""
+  return _tiles("iSAIDDataset", "data/iSAID", (896, 896), crop_size, False)
+
+
+def night_val(type, data_root, img_dir, ann_dir) -> dict:
+  """Dark Zurich / Nighttime Driving: test sets for Cityscapes-trained models at 1920x1080."""
+  return dict(type=type, data_root=data_root, img_dir=img_dir, ann_dir=ann_dir,
+              pipeline=test_pipeline((1920, 1080)))
+
+
+# name -> (data block for a crop size, number of classes); the name is mmseg's config suffix.
+DATASETS = {
+    "cityscapes": (cityscapes, 19), "ade20k": (ade20k, 150), "voc12aug": (voc12aug, 21),
+    "pascal_context": (pascal_context, 60),
+    "pascal_context_59": (lambda crop: pascal_context(crop, classes=59), 59),
+    "coco-stuff10k": (coco_stuff10k, 171), "coco-stuff164k": (coco_stuff164k, 171),
+    "loveda": (loveda, 7), "potsdam": (potsdam, 6), "vaihingen": (vaihingen, 6), "isaid": (isaid, 16),
+}
+# mmseg's ``*_dark.py`` / ``*_night_driving.py``: the Cityscapes config, tested on another set.
+CITYSCAPES_TEST_SETS = {
+    "dark": night_val("DarkZurichDataset", "data/dark_zurich", "rgb_anon/val/night", "gt/val/night"),
+    "night_driving": night_val("NightDrivingDataset", "data/NighttimeDrivingTest",
+                               "leftImg8bit/test/night", "gtCoarse_daytime_trainvaltest/test/night"),
+}
 
 
 # ------------------------------------------------------------------- mmseg's _base_/models
@@ -126,36 +201,48 @@ def decode_head(algo: str, width: int, num_classes: int, align_corners: bool) ->
 
 def parse_variant(variant: str) -> dict:
   """'r101b-d8_769x769_80k' -> depth 101, v1b, dilated, crop (769, 769), 80k iterations.
-  UPerNet names have no '-d8' ('r50_512x1024_40k')."""
+  UPerNet names have no '-d8' ('r50_512x1024_40k'); some names carry mmseg's GPUs x images
+  token ('r50-d8_512x512_4x4_20k', 'r18-d8_4x4_512x512_80k'), which the data block already sets."""
   try:
-    backbone, crop, iters = variant.split("_")
+    backbone, *sizes, iters = variant.split("_")
     depth = int(backbone[1:].split("-")[0].rstrip("b"))
-    h, w = (int(v) for v in crop.split("x"))
+    dims = [tuple(int(v) for v in size.split("x")) for size in sizes]
+    (h, w), = [d for d in dims if min(d) >= 64]  # the crop; '4x4' is GPUs x images
     total = int(iters.rstrip("k")) * 1000
   except ValueError:
-    raise ValueError(f"variant {variant!r} is not of the form r<depth>[b][-d8]_<H>x<W>_<N>k") from None
+    raise ValueError(f"variant {variant!r} is not of the form r<depth>[b][-d8][_4x4]_<H>x<W>[_4x4]_<N>k") from None
   return dict(depth=depth, v1b=backbone.split("-")[0].endswith("b"), dilated="-d8" in backbone,
               crop=(h, w), total_iters=total)
 
 
-def mmseg_config(algo: str, dataset: str, variant: str, variants) -> ml_collections.ConfigDict:
-  """The segjax config equal to mmseg's ``configs/<algo>/<algo>_<variant>_<dataset>.py``."""
-  if variant not in variants:
-    raise ValueError(f"{algo}_{dataset} has no variant {variant!r}; available: {', '.join(variants)}")
+def mmseg_config(algo: str, dataset: str, variant: str, published_miou) -> ml_collections.ConfigDict:
+  """The segjax config equal to mmseg's ``configs/<algo>/<algo>_<variant>_<dataset>.py``;
+  ``published_miou`` maps the file's variants to mmseg's published single-scale mIoU."""
+  if variant not in published_miou:
+    raise ValueError(f"{algo}_{dataset} has no variant {variant!r}; available: {', '.join(published_miou)}")
   v = parse_variant(variant)
-  data_fn, num_classes = DATASETS[dataset]
+  data_fn, num_classes = DATASETS["cityscapes" if dataset in CITYSCAPES_TEST_SETS else dataset]
   width = 512 if v["depth"] in (18, 34) else 2048
   slide_769 = v["crop"] == (769, 769)  # mmseg's 769x769 configs: align_corners and slide test
+  context = dataset.startswith("pascal_context")  # slide test with 480 crops, lr 0.004, wd 1e-4
+  test_cfg = dict(mode="whole")
+  if slide_769:
+    test_cfg = dict(mode="slide", crop_size=(769, 769), stride=(513, 513))
+  elif context:
+    test_cfg = dict(mode="slide", crop_size=(480, 480), stride=(320, 320))
   model = dict(
       type="EncoderDecoder", pretrained=config_dict.placeholder(str),
       backbone=resnet_v1c(v["depth"], dilated=(algo != "upernet"), v1b=v["v1b"]),
       decode_head=decode_head(algo, width, num_classes, slide_769),
       auxiliary_head=fcn_aux_head(width // 2, 64 if width == 512 else 256, num_classes, slide_769),
-      train_cfg=dict(),
-      test_cfg=dict(mode="slide", crop_size=(769, 769), stride=(513, 513)) if slide_769 else dict(mode="whole"))
+      train_cfg=dict(), test_cfg=test_cfg)
   c = base_config()
   c.model = model
   c.data = data_fn(v["crop"])
+  if dataset in CITYSCAPES_TEST_SETS:
+    c.data.val = CITYSCAPES_TEST_SETS[dataset]
   c.update(schedule(v["total_iters"]))
+  if context:
+    c.optimizer = sgd(lr=0.004, weight_decay=1e-4)
   c.lock()
   return c
