@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.60",
         "absl-py>=1.4",
         "flatbuffers>=23.5",  # jax.export serialization (tools/export.py)
+        "scipy>=1.10",  # .mat annotations (VOC aug, Pascal Context, COCO-Stuff 10k converters)
     ],
     extras_require={
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.

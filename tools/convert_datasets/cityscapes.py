@@ -10,16 +10,15 @@ Also writes ``train.txt``/``val.txt``/``test.txt`` listing the images (without s
 converter does.
 """
 import argparse
-import functools
 import os
 import sys
-from multiprocessing import Pool
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from segjax.data import prepare  # noqa: E402
 from segjax.data.cityscapes_ids import LABEL_ID_TO_TRAIN_ID  # noqa: E402
 
 
@@ -50,12 +49,7 @@ def main(argv=None):
         jobs.append((src, src.replace("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")))
   if not jobs:
     sys.exit(f"no *_gtFine_labelIds.png under {gt_root}")
-  if args.nproc > 1:
-    with Pool(args.nproc) as pool:
-      pool.starmap(convert_one, jobs)
-  else:
-    for src, dst in jobs:
-      convert_one(src, dst)
+  prepare.parallel([(convert_one, src, dst) for src, dst in jobs], args.nproc)
   out_dir = args.out_dir or root
   os.makedirs(out_dir, exist_ok=True)
   for split in ("train", "val", "test"):
