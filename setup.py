@@ -23,6 +23,10 @@ setup(
         "absl-py>=1.4",
         "flatbuffers>=23.5",  # jax.export serialization (tools/export.py)
         "scipy>=1.10",  # .mat annotations (VOC aug, Pascal Context, COCO-Stuff 10k converters)
+        # Packed datasets (segjax/data/packed.py): TFDS array_record folders, without TensorFlow.
+        "tensorflow-datasets>=4.9.3",
+        "array-record>=0.5",
+        "importlib-resources>=5.0",  # needed by tensorflow-datasets' builders, not declared by it
     ],
     extras_require={
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.

@@ -49,6 +49,7 @@ def get_config(variant: str = "r18") -> ml_collections.ConfigDict:
       samples_per_gpu=8,
       workers_per_gpu=2,
       check_samples=64,  # images checked before training (tools/check_dataset.py checks all)
+      packed_dir=ml_collections.config_dict.placeholder(str),  # tools/pack_dataset.py output
       train=dict(dataset, pipeline=common.train_pipeline((128, 128), crop, ratio_range=(0.75, 1.5))),
       val=dict(dataset, img_dir="img_dir/val", ann_dir="ann_dir/val",
                pipeline=common.test_pipeline()),

@@ -15,7 +15,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segjax.config import apply_overrides, load_config  # noqa: E402
-from segjax.data.datasets import build_dataset  # noqa: E402
+from segjax.data.datasets import build_split  # noqa: E402
 
 
 def denormalise(img: np.ndarray, norm: dict) -> np.ndarray:
@@ -45,7 +45,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  dataset = build_dataset(config.data.train)
+  dataset = build_split(config.data, "train")
   os.makedirs(args.output_dir, exist_ok=True)
   for i in range(min(args.num, len(dataset))):
     results = dataset.prepare(i, np.random.default_rng(args.seed + i))

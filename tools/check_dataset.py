@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segjax.config import apply_overrides, load_config  # noqa: E402
 from segjax.data.check import check_dataset, class_table  # noqa: E402
-from segjax.data.datasets import build_dataset  # noqa: E402
+from segjax.data.datasets import build_split  # noqa: E402
 
 
 def main(argv=None):
@@ -28,7 +28,7 @@ def main(argv=None):
   num_classes = config.model.decode_head.num_classes
   found = False
   for split in args.split:
-    dataset = build_dataset(config.data[split])
+    dataset = build_split(config.data, split)
     problems, counts = check_dataset(dataset, num_classes)
     print(f"== {split}: {len(dataset)} images in {dataset.name}, {len(problems)} problem(s)")
     for p in problems:

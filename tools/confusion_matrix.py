@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from segjax.config import apply_overrides, load_config  # noqa: E402
-from segjax.data.datasets import build_dataset  # noqa: E402
+from segjax.data.datasets import build_split  # noqa: E402
 
 
 def confusion_matrix(preds, gts, num_classes: int, ignore_index: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  dataset = build_dataset(config.data.val)
+  dataset = build_split(config.data, "val")
   with open(args.prediction_path, "rb") as f:
     preds = pickle.load(f)
   if len(preds) != len(dataset):

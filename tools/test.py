@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from segjax import apis, evaluation  # noqa: E402
 from segjax.config import apply_overrides, load_config  # noqa: E402
 from segjax.data.cityscapes_ids import TRAIN_ID_TO_LABEL_ID  # noqa: E402
-from segjax.data.datasets import CityscapesDataset, build_dataset  # noqa: E402
+from segjax.data.datasets import CityscapesDataset, build_split  # noqa: E402
 
 AUG_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -56,7 +56,7 @@ def main(argv=None):
 
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  dataset = build_dataset(config.data.val)
+  dataset = build_split(config.data, "val")
   segmentor = apis.init_segmentor(config, args.checkpoint)
   scales, flip = (AUG_RATIOS, True) if args.aug_test else ((1.0,), False)
   preds, gts = [], []

@@ -8,6 +8,7 @@ a sample before the first step; ``tools/check_dataset.py`` runs it on everything
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Sequence
 
@@ -38,26 +39,25 @@ def _unpaired(dataset: CustomDataset) -> list[str]:
 
 def check_pair(dataset: CustomDataset, idx: int, num_classes: int) -> tuple[list[str], np.ndarray | None]:
   """Problems of record ``idx`` and its label map (None when unreadable)."""
-  info = dataset.img_infos[idx]
-  img_path = os.path.join(dataset.img_dir, info["filename"])
+  img_path, ann_path = dataset.file_name(idx, "img"), dataset.file_name(idx, "seg")
   problems = []
   img_shape = None
-  if not os.path.exists(img_path):
+  data = dataset.file_bytes(idx, "img")
+  if data is None:
     problems.append(f"{img_path}: image file not found")
   else:
-    with open(img_path, "rb") as f:
-      img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
       problems.append(f"{img_path}: cannot decode image")
     else:
       img_shape = img.shape[:2]
-  if "ann" not in info:
+  if ann_path is None:
     return problems, None
-  ann_path = os.path.join(info["ann"]["seg_prefix"], info["ann"]["seg_map"])
-  if not os.path.exists(ann_path):
+  data = dataset.file_bytes(idx, "seg")
+  if data is None:
     return problems + [f"{img_path}: image without a label ({ann_path} not found)"], None
   try:
-    with Image.open(ann_path) as im:
+    with Image.open(io.BytesIO(data)) as im:
       mode, size = im.mode, im.size
   except OSError as e:
     return problems + [f"{ann_path}: cannot read label: {e}"], None

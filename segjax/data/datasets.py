@@ -151,6 +151,21 @@ class CustomDataset:
                       f"{os.path.join(self.img_dir, self.img_infos[idx]['filename'])}: "
                       f"{type(e).__name__}: {e}") from e
 
+  def file_name(self, idx: int, kind: str) -> str | None:
+    """Where record ``idx``'s image (``kind='img'``) or label (``'seg'``) lives, for messages."""
+    info = self.img_infos[idx]
+    if kind == "img":
+      return os.path.join(self.img_dir, info["filename"])
+    return os.path.join(info["ann"]["seg_prefix"], info["ann"]["seg_map"]) if "ann" in info else None
+
+  def file_bytes(self, idx: int, kind: str) -> bytes | None:
+    """The encoded image or label file of record ``idx``; None when it does not exist."""
+    path = self.file_name(idx, kind)
+    if path is None or not os.path.exists(path):
+      return None
+    with open(path, "rb") as f:
+      return f.read()
+
   def get_gt_seg_map(self, idx: int) -> np.ndarray:
     """The label map as evaluation sees it (label_map and reduce_zero_label applied)."""
     return LoadAnnotations(self.reduce_zero_label)(self.pre_pipeline(idx))["gt_semantic_seg"]
@@ -439,6 +454,57 @@ class iSAIDDataset(CustomDataset):  # noqa: N801  (mmseg's name)
                   "FOLDER -o data/iSAID")
 
 
+class PackedDataset(CustomDataset):
+  """A dataset written by ``tools/pack_dataset.py`` (``segjax.data.packed``): TFDS array_record
+  shards holding the original files, read by random access; ``path`` is the folder with
+  ``dataset_info.json`` (local or any ``etils.epath`` URL). Classes, palette, ignore_index and
+  reduce_zero_label come from the packed spec unless given here."""
+
+  def __init__(self, pipeline, path, split="train", test_mode=False, ignore_index=None,
+               reduce_zero_label=None, classes=None, palette=None, label_map=None):
+    from segjax.data import packed
+    self.path, self.packed_split = str(path), split
+    try:
+      source, spec = packed.open_split(self.path, split)
+    except (FileNotFoundError, KeyError) as e:
+      raise DataError(f"PackedDataset: {e}") from None
+    self.CLASSES, self.PALETTE = tuple(spec["classes"]), tuple(map(tuple, spec["palette"]))
+    self.img_dir = self.data_root = f"{self.path}:{split}"
+    self.split, self.ann_dir, self.test_mode = None, self.img_dir, test_mode
+    self.ignore_index = spec["ignore_index"] if ignore_index is None else ignore_index
+    self.reduce_zero_label = spec["reduce_zero_label"] if reduce_zero_label is None else reduce_zero_label
+    self.label_map = {int(k): int(v) for k, v in dict(label_map or spec.get("label_map") or {}).items()}
+    self.CLASSES, self.PALETTE = self._classes_and_palette(classes, palette)
+    self.pipeline = build_pipeline(pipeline)
+    self._source = source
+    self.img_infos = [{"filename": str(r["file_name"], "utf-8") if isinstance(r["file_name"], bytes) else r["file_name"],
+                       "ann": {"seg_map": str(r["seg_map"], "utf-8") if isinstance(r["seg_map"], bytes) else r["seg_map"],
+                               "seg_prefix": self.img_dir}}
+                      for r in (source[i] for i in range(len(source)))]
+
+  def __getstate__(self):  # the TFDS source is reopened in each grain worker
+    return {k: v for k, v in self.__dict__.items() if k != "_source"}
+
+  def _record(self, idx: int) -> dict:
+    if getattr(self, "_source", None) is None:
+      from segjax.data import packed
+      self._source, _ = packed.open_split(self.path, self.packed_split)
+    return self._source[idx]
+
+  def file_name(self, idx: int, kind: str) -> str:
+    info = self.img_infos[idx]
+    return f"{self.img_dir}/{info['filename'] if kind == 'img' else info['ann']['seg_map']}"
+
+  def file_bytes(self, idx: int, kind: str) -> bytes:
+    return self._record(idx)["image" if kind == "img" else "segmentation_mask"]
+
+  def pre_pipeline(self, idx: int) -> dict:
+    results = super().pre_pipeline(idx)
+    record = self._record(idx)
+    results.update(img_bytes=record["image"], seg_bytes=record["segmentation_mask"])
+    return results
+
+
 class RepeatDataset:
   """mmseg ``RepeatDataset``: ``dataset`` seen ``times`` over (small sets such as DRIVE)."""
 
@@ -514,8 +580,19 @@ DATASETS: dict[str, type] = {
     "ISPRSDataset": ISPRSDataset,
     "PotsdamDataset": PotsdamDataset,
     "iSAIDDataset": iSAIDDataset,
+    "PackedDataset": PackedDataset,
 }
 
 
 def build_dataset(cfg: Mapping[str, Any]) -> CustomDataset:
   return build_from(DATASETS, to_plain(cfg), "dataset")
+
+
+def build_split(data_cfg: Mapping[str, Any], split: str) -> CustomDataset:
+  """``config.data[split]``, read from the packed copy when ``config.data.packed_dir`` is set
+  (the split's pipeline is kept; its folder arguments are not needed)."""
+  if data_cfg.get("packed_dir"):
+    cfg = to_plain(data_cfg[split])
+    return PackedDataset(cfg["pipeline"], data_cfg["packed_dir"], split=split,
+                         test_mode=cfg.get("test_mode", False))
+  return build_dataset(data_cfg[split])

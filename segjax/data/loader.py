@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import grain.python as grain
+from absl import flags
 import jax
 import numpy as np
 
@@ -66,6 +67,8 @@ class _Pipeline(grain.RandomMapTransform):
 
 def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker_count: int = 0):
   """Infinite grain DataLoader over ``dataset``; iterate it with ``iter(loader)``."""
+  if worker_count and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (notebooks/tests never parse them)
   sampler = grain.IndexSampler(len(dataset), shard_options=grain.ShardByJaxProcess(drop_remainder=True),
                                shuffle=True, num_epochs=None, seed=seed)
   return grain.DataLoader(data_source=_IndexSource(len(dataset), dataset.name), sampler=sampler,

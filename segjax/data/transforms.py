@@ -9,6 +9,7 @@ keys (``img``, ``gt_semantic_seg``, ``img_shape``, ``ori_shape``, ``pad_shape``,
 from __future__ import annotations
 
 import inspect
+import io
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -83,8 +84,11 @@ class LoadImageFromFile:
     prefix = results.get("img_prefix")
     filename = results["img_info"]["filename"]
     path = os.path.join(prefix, filename) if prefix else filename
-    buf = np.fromfile(path, np.uint8) if os.path.exists(path) else None
-    if buf is None:
+    if results.get("img_bytes") is not None:  # a packed dataset's record
+      buf = np.frombuffer(results["img_bytes"], np.uint8)
+    elif os.path.exists(path):
+      buf = np.fromfile(path, np.uint8)
+    else:
       raise DataError(f"image file not found: {path}")
     img = cv2.imdecode(buf, self.flag)
     if img is None:
@@ -110,7 +114,8 @@ class LoadAnnotations:
     filename = results["ann_info"]["seg_map"]
     path = os.path.join(prefix, filename) if prefix else filename
     try:
-      with Image.open(path) as im:
+      source = io.BytesIO(results["seg_bytes"]) if results.get("seg_bytes") is not None else path
+      with Image.open(source) as im:
         seg = np.array(im)
     except FileNotFoundError:
       raise DataError(f"label file not found: {path}") from None

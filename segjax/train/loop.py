@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from segjax import evaluation, losses, sharding
-from segjax.data.datasets import build_dataset
+from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
@@ -119,8 +119,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
-  train_set = build_dataset(config.data.train)
-  val_set = build_dataset(config.data.val)
+  train_set = build_split(config.data, "train")
+  val_set = build_split(config.data, "val")
   num_classes = model_cfg["decode_head"]["num_classes"]
   if train_set.num_classes != num_classes:
     raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
@@ -221,7 +221,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   """``--mode=eval``: evaluate the latest checkpoint in ``workdir`` (or ``config.load_from``)."""
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
-  val_set = build_dataset(config.data.val)
+  val_set = build_split(config.data, "val")
   variables = checkpoint.load_variables(config.load_from or workdir)
   eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=val_set.num_classes,
                                       ignore_index=val_set.ignore_index,
