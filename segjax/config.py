@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = sgd()
   c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)))
   c.lr_config = poly()
+  # mmcv's momentum_config: policy 'cyclic' (CyclicMomentumUpdaterHook) or None (constant).
+  c.momentum_config = dict(policy=config_dict.placeholder(str), target_ratio=(0.85 / 0.95, 1.0),
+                           cyclic_times=1, step_ratio_up=0.4, anneal_strategy="cos", gamma=1.0)
   c.log_interval = 50
   # 'bfloat16': mixed precision (bf16 forward/backward, float32 parameters and BN statistics).
   c.compute_dtype = "float32"

@@ -54,10 +54,11 @@ def test_slide_inference_follows_mmseg_grid(converted):
   _, out = converted
   model = apis.init_segmentor(out)
   x = np.random.default_rng(1).normal(size=(1, 40, 70, 3)).astype(np.float32)
-  # One crop covering the image equals whole inference.
+  # One crop covering the image equals whole inference (up to float32 differences between the
+  # two compiled programs' fusions, seen up to 2e-5 here).
   whole = encode_decode(model.model, model.variables, x)
   one = slide_inference(model.model, model.variables, x, (48, 80), (32, 64))
-  np.testing.assert_allclose(np.asarray(one), np.asarray(whole), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(one), np.asarray(whole), atol=1e-4)
   # Crops (h 32, w 48) every (16, 32): rows y1 in {0, 8} (the last crop is moved flush with the
   # border), cols x1 in {0, 22}; the overlap is averaged.
   slide = np.asarray(slide_inference(model.model, model.variables, x, (32, 48), (16, 32)))
@@ -68,7 +69,7 @@ def test_slide_inference_follows_mmseg_grid(converted):
       expected[:, y1:y1 + 32, x1:x1 + 48] += np.asarray(
           encode_decode(model.model, model.variables, x[:, y1:y1 + 32, x1:x1 + 48]))
       count[:, y1:y1 + 32, x1:x1 + 48] += 1
-  np.testing.assert_allclose(slide, expected / count, atol=1e-5)
+  np.testing.assert_allclose(slide, expected / count, atol=1e-4)
 
 
 def test_mmseg_config_base_and_delete(tmp_path):

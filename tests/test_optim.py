@@ -119,3 +119,22 @@ def test_cyclic_follows_mmcv_phases():
   peak2 = 0.01 * (1 - 0.5 + 10 * 0.5)
   assert lr_at(c, 60) == pytest.approx(cos(0.01, peak2, 10 / 20), rel=1e-6)
   assert lr_at(c, 70) == pytest.approx(peak2, rel=1e-6)
+
+
+def test_cyclic_momentum_follows_mmcv():
+  # mmcv CyclicMomentumUpdaterHook defaults: 0.95 -> 0.85 over int(0.4 * 20) = 8 iterations
+  # (cos), back to 0.95 over the remaining 12. SGD's buffer: buf = m_t * buf + g; step -lr * buf.
+  c = config(dict(policy="fixed"), optimizer=dict(type="SGD", lr=0.1, momentum=0.95, weight_decay=0.0,
+                                                  nesterov=False), total_iters=20)
+  c.momentum_config.policy = "cyclic"
+  cos = lambda start, end, f: end + (start - end) / 2 * (math.cos(math.pi * f) + 1)
+  expected_m = [cos(0.95, 0.85, t / 8) if t < 8 else cos(0.85, 0.95, (t - 8) / 12) for t in range(20)]
+  tx, _ = optim.build_optimizer(c)
+  params = {"w": jnp.zeros(())}
+  state = tx.init(params)
+  buf = 0.0
+  for t in range(20):
+    updates, state = tx.update({"w": jnp.ones(())}, state, params)
+    buf = expected_m[t] * buf + 1.0
+    assert float(updates["w"]) == pytest.approx(-0.1 * buf, rel=1e-5), t
+  assert expected_m[8] == pytest.approx(0.85) and expected_m[0] == pytest.approx(0.95)

@@ -150,3 +150,16 @@ def test_confusion_matrix_and_browse_tools_write_files(trained, tiny_dataset, tm
   assert len(files) == 3 and files[0].startswith("00000_")
   import cv2
   assert cv2.imread(str(tmp_path / "browse" / files[0])).shape == (128, 256, 3)  # image | overlay
+
+
+def test_every_tool_answers_help(capsys, monkeypatch):
+  import glob
+  import runpy
+  paths = sorted(glob.glob(os.path.join(ROOT, "tools", "*.py")) + glob.glob(os.path.join(ROOT, "tools", "convert_datasets", "*.py")))
+  assert len(paths) > 20
+  for path in paths:
+    monkeypatch.setattr(sys, "argv", [path, "--help"])
+    with pytest.raises(SystemExit) as e:
+      runpy.run_path(path, run_name="__main__")
+    assert e.value.code in (0, None), path
+    assert "usage:" in capsys.readouterr().out, path

@@ -79,3 +79,60 @@ def test_random_cutout_fills_holes():
   np.testing.assert_array_equal(r["gt_semantic_seg"][holes], 255)
   with pytest.raises(ValueError, match="exactly one"):
     build_pipeline([dict(type="RandomCutOut", prob=1.0, n_holes=1)])
+
+
+def mosaic_inputs(h=4, w=6):
+  def one(k):
+    img = (np.arange(h * w * 3).reshape(h, w, 3) + 50 * k).astype(np.uint8)
+    return {"img": img, "gt_semantic_seg": np.full((h, w), k, np.uint8), "seg_fields": ["gt_semantic_seg"]}
+  results = one(0)
+  results["mix_results"] = [one(1), one(2), one(3)]
+  return results
+
+
+def test_random_mosaic_quadrants_follow_mmseg_combine():
+  from segjax.data.transforms import RandomMosaic
+  src = mosaic_inputs()
+  imgs = [src["img"]] + [m["img"] for m in src["mix_results"]]
+  # centre ratio 1: the four 4x6 images tile the 8x12 canvas exactly
+  out = RandomMosaic(prob=1.0, img_scale=(4, 6), center_ratio_range=(1.0, 1.0))(mosaic_inputs(), np.random.default_rng(0))
+  tiled = np.concatenate([np.concatenate(imgs[:2], axis=1), np.concatenate(imgs[2:], axis=1)], axis=0)
+  np.testing.assert_array_equal(out["img"], tiled)
+  np.testing.assert_array_equal(out["gt_semantic_seg"], np.kron([[0, 1], [2, 3]], np.ones((4, 6))))
+  # centre (3, 2): each quadrant is cropped to what fits around the centre (mmseg's _mosaic_combine)
+  out = RandomMosaic(prob=1.0, img_scale=(4, 6), center_ratio_range=(0.5, 0.5), pad_val=7)(mosaic_inputs(), np.random.default_rng(0))
+  expected = np.full((8, 12, 3), 7, np.uint8)
+  expected[0:2, 0:3] = imgs[0][2:4, 3:6]
+  expected[0:2, 3:9] = imgs[1][2:4, 0:6]
+  expected[2:6, 0:3] = imgs[2][0:4, 3:6]
+  expected[2:6, 3:9] = imgs[3]
+  np.testing.assert_array_equal(out["img"], expected)
+  assert out["gt_semantic_seg"][7, 11] == 255 and out["gt_semantic_seg"][3, 1] == 2
+
+
+def test_random_mosaic_resizes_keeping_ratio_and_respects_prob():
+  from segjax.data.transforms import RandomMosaic
+  src = mosaic_inputs(8, 12)
+  out = RandomMosaic(prob=1.0, img_scale=(4, 6), center_ratio_range=(1.0, 1.0))(src, np.random.default_rng(0))
+  assert out["img"].shape == (8, 12, 3)  # each 8x12 image scaled by 0.5 into its 4x6 quadrant
+  np.testing.assert_array_equal(out["gt_semantic_seg"], np.kron([[0, 1], [2, 3]], np.ones((4, 6))))
+  same = RandomMosaic(prob=0.0)(mosaic_inputs(), np.random.default_rng(0))
+  assert same["img"].shape == (4, 6, 3)
+
+
+def test_multi_image_mix_dataset(tiny_dataset):
+  from segjax.data.datasets import build_dataset
+  cfg = dict(type="MultiImageMixDataset",
+             dataset=dict(type="SyntheticDataset", data_root=tiny_dataset, img_dir="img_dir/train",
+                          ann_dir="ann_dir/train",
+                          pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]),
+             pipeline=[dict(type="RandomMosaic", prob=1.0, img_scale=(32, 32)),
+                       dict(type="RandomFlip", prob=0.5)])
+  ds = build_dataset(cfg)
+  a, b = ds.prepare(3, np.random.default_rng(5)), ds.prepare(3, np.random.default_rng(5))
+  assert a["img"].shape == (64, 64, 3) and a["gt_semantic_seg"].shape == (64, 64)
+  np.testing.assert_array_equal(a["img"], b["img"])  # reproducible from the seed
+  assert "mix_results" not in a and len(ds) == 16 and ds.num_classes == 6
+  ds.update_skip_type_keys(["RandomMosaic"])
+  plain, skipped = ds.dataset.prepare(3)["img"], ds.prepare(3, np.random.default_rng(5))["img"]
+  assert np.array_equal(skipped, plain) or np.array_equal(skipped, plain[:, ::-1])  # flip only

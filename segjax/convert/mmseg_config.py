@@ -75,6 +75,8 @@ def load_model_dict(path: str) -> dict:
 def to_segjax_config(mmseg_cfg: dict):
   """The segjax ConfigDict equivalent to a merged mmseg config (``load_mmseg_config``): model
   dict unchanged, data blocks, optimizer, poly schedule, iterations and intervals."""
+  from ml_collections import config_dict
+
   from segjax.config import base_config, schedule
   c = base_config()
   c.model = mmseg_cfg["model"]
@@ -83,9 +85,12 @@ def to_segjax_config(mmseg_cfg: dict):
     opt.pop("paramwise_cfg", None)
     c.optimizer = dict(opt, nesterov=opt.get("nesterov", False)) if opt["type"] == "SGD" else opt
   if "lr_config" in mmseg_cfg:
-    lr = mmseg_cfg["lr_config"]
-    c.lr_config = dict(policy=lr["policy"], power=lr.get("power", 1.0), min_lr=lr.get("min_lr", 0.0),
-                       by_epoch=lr.get("by_epoch", False))
+    lr = dict(mmseg_cfg["lr_config"])
+    if lr.get("by_epoch"):
+      raise ValueError("lr_config.by_epoch=True: segjax schedules are by iteration")
+    c.lr_config = dict({"power": 1.0, "min_lr": 0.0, "by_epoch": False}, **lr)
+  if mmseg_cfg.get("momentum_config"):
+    c.momentum_config.update({k: v for k, v in mmseg_cfg["momentum_config"].items() if k != "by_epoch"})
   runner = mmseg_cfg.get("runner", {})
   c.update(schedule(int(runner.get("max_iters", 1000))))
   if "evaluation" in mmseg_cfg:
@@ -98,6 +103,6 @@ def to_segjax_config(mmseg_cfg: dict):
     data = mmseg_cfg["data"]
     c.data = dict(samples_per_gpu=data.get("samples_per_gpu", 2),
                   workers_per_gpu=data.get("workers_per_gpu", 2), check_samples=64,
-                  train=data["train"], val=data["val"])
+                  packed_dir=config_dict.placeholder(str), train=data["train"], val=data["val"])
   c.lock()
   return c

@@ -559,8 +559,50 @@ class ConcatDataset:
     return ds.prepare(j, rng)
 
 
+class MultiImageMixDataset:
+  """mmseg ``MultiImageMixDataset``: ``dataset`` loads images (its pipeline), then ``pipeline``
+  runs on them; a transform with ``get_indexes`` (RandomMosaic) first receives those other
+  images as ``results['mix_results']``. ``skip_type_keys`` switches transforms off by type."""
+
+  def __init__(self, dataset, pipeline, skip_type_keys=None):
+    self.dataset = build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
+    self.pipeline = build_pipeline(pipeline)
+    self.types = [step["type"] for step in pipeline]
+    self.skip_type_keys = tuple(skip_type_keys or ())
+
+  def __len__(self) -> int:
+    return len(self.dataset)
+
+  def __getattr__(self, attr):
+    return getattr(self.dataset, attr)
+
+  @property
+  def name(self) -> str:
+    return f"MultiImageMix({self.dataset.name})"
+
+  def locate(self, idx: int):
+    return self.dataset.locate(idx)
+
+  def update_skip_type_keys(self, skip_type_keys) -> None:
+    self.skip_type_keys = tuple(skip_type_keys or ())
+
+  def prepare(self, idx: int, rng=None):
+    rng = rng if rng is not None else np.random.default_rng()
+    results = self.dataset.prepare(idx, rng)
+    for transform, kind, takes_rng in zip(self.pipeline.transforms, self.types, self.pipeline._takes_rng):
+      if kind in self.skip_type_keys:
+        continue
+      if hasattr(transform, "get_indexes"):
+        results["mix_results"] = [self.dataset.prepare(i, rng)
+                                  for i in transform.get_indexes(len(self.dataset), rng)]
+      results = transform(results, rng) if takes_rng else transform(results)
+      results.pop("mix_results", None)
+    return results
+
+
 DATASETS: dict[str, type] = {
     "RepeatDataset": RepeatDataset,
+    "MultiImageMixDataset": MultiImageMixDataset,
     "ConcatDataset": ConcatDataset,
     "CustomDataset": CustomDataset,
     "SyntheticDataset": SyntheticDataset,

@@ -1,10 +1,10 @@
 """grain loaders: files -> pipeline -> host-local batches.
 
-Training: an infinite shuffled ``IndexSampler`` sharded by JAX process, the mmseg pipeline as a
-``RandomMapTransform`` (its generator is derived by grain from the seed and the record, so the
-augmentation of an image does not depend on the number of workers), batches of
-``samples_per_gpu x local devices``. The iterator's state is checkpointed with the train state, so
-a resumed run continues with the next unseen batch.
+Training: a grain dataset over this host's share of the images, reshuffled every epoch, the mmseg
+pipeline as a ``RandomMapTransform`` (its generator is derived by grain from the seed and the
+stream position), worker processes, then batches of ``samples_per_gpu x local devices``, so
+neither the augmentation nor the batches depend on the number of workers. The iterator's state
+is checkpointed with the train state, so a resumed run continues with the next unseen batch.
 
 Evaluation: each process takes every ``process_count``-th image and batches images of equal
 shape; padding entries carry ignore-only labels and add no area.
@@ -20,24 +20,6 @@ import numpy as np
 
 from segjax.data.datasets import CustomDataset
 from segjax.data.transforms import DataError
-
-
-class _IndexSource(grain.RandomAccessDataSource):
-  """Record ``i`` is the index ``i``; the pipeline transform loads the files."""
-
-  def __init__(self, n: int, name: str):
-    self._n = n
-    self._name = name
-
-  def __repr__(self) -> str:
-    # grain compares this with the checkpoint's on restore: a different dataset is an error.
-    return f"_IndexSource(n={self._n}, dataset={self._name!r})"
-
-  def __len__(self) -> int:
-    return self._n
-
-  def __getitem__(self, index: int) -> int:
-    return int(index)
 
 
 def _to_example(results: dict, index: int) -> dict:
@@ -65,15 +47,27 @@ class _Pipeline(grain.RandomMapTransform):
     return example
 
 
-def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int, worker_count: int = 0):
-  """Infinite grain DataLoader over ``dataset``; iterate it with ``iter(loader)``."""
-  if worker_count and not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (notebooks/tests never parse them)
-  sampler = grain.IndexSampler(len(dataset), shard_options=grain.ShardByJaxProcess(drop_remainder=True),
-                               shuffle=True, num_epochs=None, seed=seed)
-  return grain.DataLoader(data_source=_IndexSource(len(dataset), dataset.name), sampler=sampler,
-                          operations=[_Pipeline(dataset), grain.Batch(host_batch_size, drop_remainder=True)],
-                          worker_count=worker_count)
+def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int,
+                 worker_count: int = 0) -> grain.IterDataset:
+  """Infinite batches of this host's share of ``dataset``; iterate with ``iter(...)``.
+
+  Each host takes every ``process_count``-th image (equal counts, the remainder dropped), shuffled
+  anew every epoch from ``seed``; each image's augmentation is seeded by ``seed`` and its position
+  in the stream. ``worker_count`` processes run the pipeline and the batches are formed after
+  them, so the batches are the same for any number of workers (the iterator's state, which orbax
+  checkpoints, is specific to it)."""
+  n, hosts = len(dataset), jax.process_count()
+  ds = (grain.MapDataset.range(n)
+        .slice(slice(jax.process_index(), n - n % hosts, hosts))
+        .shuffle(seed=seed)
+        .repeat(None)
+        .random_map(_Pipeline(dataset), seed=seed)
+        .to_iter_dataset())
+  if worker_count:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (notebooks/tests never parse them)
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return ds.batch(host_batch_size, drop_remainder=True)
 
 
 def eval_batches(dataset: CustomDataset, host_batch_size: int) -> Iterator[dict]:

@@ -437,6 +437,70 @@ class RandomCutOut:
     return results
 
 
+class RandomMosaic:
+  """mmseg's RandomMosaic (inside ``MultiImageMixDataset``): with probability ``prob`` paste this
+  image and three others (``results['mix_results']``), each resized to fit ``img_scale`` (h, w)
+  keeping its ratio, around a random centre of a 2h x 2w canvas filled with ``pad_val`` /
+  ``seg_pad_val``."""
+
+  def __init__(self, prob, img_scale=(640, 640), center_ratio_range=(0.5, 1.5), pad_val=0,
+               seg_pad_val=255):
+    if not 0 <= prob <= 1:
+      raise ValueError(f"RandomMosaic: prob must be in [0, 1], got {prob}")
+    self.prob, self.img_scale = prob, tuple(img_scale)
+    self.center_ratio_range = tuple(center_ratio_range)
+    self.pad_val, self.seg_pad_val = pad_val, seg_pad_val
+
+  def get_indexes(self, dataset_len: int, rng: np.random.Generator) -> list[int]:
+    """The three other images (mmseg draws randint(0, len), whose upper end is out of range)."""
+    return [int(i) for i in rng.integers(0, dataset_len, 3)]
+
+  def __call__(self, results, rng=None):
+    rng = rng or np.random.default_rng()
+    if not rng.random() < self.prob:
+      return results
+    if len(results.get("mix_results", ())) != 3:
+      raise ValueError("RandomMosaic needs 3 mix_results: use it in a MultiImageMixDataset pipeline")
+    h, w = self.img_scale
+    centre = (int(rng.uniform(*self.center_ratio_range) * w), int(rng.uniform(*self.center_ratio_range) * h))
+    patches = [results] + list(results["mix_results"])
+    img = results["img"]
+    canvas = np.full((2 * h, 2 * w) + img.shape[2:], self.pad_val, img.dtype)
+    for loc, patch in zip(("top_left", "top_right", "bottom_left", "bottom_right"), patches):
+      self._paste(canvas, patch["img"], loc, centre, "bilinear")
+    for key in results.get("seg_fields", []):
+      seg_canvas = np.full((2 * h, 2 * w), self.seg_pad_val, results[key].dtype)
+      for loc, patch in zip(("top_left", "top_right", "bottom_left", "bottom_right"), patches):
+        self._paste(seg_canvas, patch[key], loc, centre, "nearest")
+      results[key] = seg_canvas
+    results.update(img=canvas, img_shape=canvas.shape, ori_shape=canvas.shape)
+    return results
+
+  def _paste(self, canvas, image, loc, centre, interpolation):
+    h_i, w_i = image.shape[:2]
+    ratio = min(self.img_scale[0] / h_i, self.img_scale[1] / w_i)
+    image = imresize(image, (int(w_i * ratio), int(h_i * ratio)), interpolation)
+    (x1p, y1p, x2p, y2p), (x1c, y1c, x2c, y2c) = self._combine(loc, centre, image.shape[1::-1])
+    canvas[y1p:y2p, x1p:x2p] = image[y1c:y2c, x1c:x2c]
+
+  def _combine(self, loc, centre, wh):
+    """mmseg's ``_mosaic_combine``: paste and crop boxes (x1, y1, x2, y2) of one quadrant."""
+    (cx, cy), (w, h), (H2, W2) = centre, wh, (2 * self.img_scale[0], 2 * self.img_scale[1])
+    if loc == "top_left":
+      x1, y1, x2, y2 = max(cx - w, 0), max(cy - h, 0), cx, cy
+      crop = w - (x2 - x1), h - (y2 - y1), w, h
+    elif loc == "top_right":
+      x1, y1, x2, y2 = cx, max(cy - h, 0), min(cx + w, W2), cy
+      crop = 0, h - (y2 - y1), min(w, x2 - x1), h
+    elif loc == "bottom_left":
+      x1, y1, x2, y2 = max(cx - w, 0), cy, cx, min(H2, cy + h)
+      crop = w - (x2 - x1), 0, w, min(y2 - y1, h)
+    else:
+      x1, y1, x2, y2 = cx, cy, min(cx + w, W2), min(H2, cy + h)
+      crop = 0, 0, min(w, x2 - x1), min(y2 - y1, h)
+    return (x1, y1, x2, y2), crop
+
+
 class AdjustGamma:
   """Gamma correction by lookup table (mmcv ``lut_transform``)."""
 
@@ -590,6 +654,7 @@ TRANSFORMS: dict[str, type] = {
     "ResizeToMultiple": ResizeToMultiple,
     "RandomRotate": RandomRotate,
     "RandomCutOut": RandomCutOut,
+    "RandomMosaic": RandomMosaic,
     "MultiScaleFlipAug": MultiScaleFlipAug,
     "DefaultFormatBundle": DefaultFormatBundle,
     "ImageToTensor": DefaultFormatBundle,

@@ -214,6 +214,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     signal.signal(signal.SIGTERM, previous_handler)
     manager.wait_until_finished()
     writer.close()
+    data_iter.close()  # stops grain's worker processes now rather than at interpreter exit
   return summary
 
 

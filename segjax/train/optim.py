@@ -7,8 +7,10 @@
   biases and ``norm_decay_mult`` for norm weights and biases. Names are matched in mmseg's
   dotted form (``backbone.layer1.0.bn1.weight``).
 - Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
-  annealing, cyclic (learning rate only), fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
+  annealing, cyclic, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
   ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
+  ``momentum_config.policy='cyclic'`` cycles SGD's momentum (Adam's beta1) as mmcv's
+  CyclicMomentumUpdaterHook.
 """
 from __future__ import annotations
 
@@ -19,6 +21,34 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
+
+
+def cyclic(cfg: Mapping, base: float, max_iters: int, default_target):
+  """mmcv's CyclicLrUpdaterHook / CyclicMomentumUpdaterHook by iteration: per cycle, from ``base``
+  to ``base * target_ratio[0]`` over ``step_ratio_up`` of the cycle, then to
+  ``base * target_ratio[1]``; ``gamma`` shrinks the excursion of later cycles."""
+  up_ratio, down_ratio = cfg.get("target_ratio", default_target)
+  gamma = cfg.get("gamma", 1.0)
+  per_phase = max_iters // cfg.get("cyclic_times", 1)
+  iter_up = int(cfg.get("step_ratio_up", 0.4) * per_phase)
+  anneal = cfg.get("anneal_strategy", "cos")
+  if anneal not in ("cos", "linear"):
+    raise ValueError(f"anneal_strategy={anneal!r}; expected 'cos' or 'linear'")
+
+  def interp(start, end, factor):
+    if anneal == "cos":
+      return end + (start - end) / 2 * (jnp.cos(math.pi * factor) + 1)
+    return start + (end - start) * factor
+
+  def value(it):
+    it = jnp.asarray(it, jnp.float32)
+    cur = jnp.mod(it, per_phase)
+    scale = gamma ** jnp.floor(it / per_phase)
+    peak = base * (1 - scale + up_ratio * scale)
+    up = interp(base, peak, cur / iter_up)
+    down = interp(peak, base * down_ratio, (cur - iter_up) / (per_phase - iter_up))
+    return jnp.where(cur < iter_up, up, down)
+  return value
 
 
 def _regular_lr(lr_cfg: Mapping, base_lr: float, max_iters: int):
@@ -41,31 +71,7 @@ def _regular_lr(lr_cfg: Mapping, base_lr: float, max_iters: int):
     target = base_lr * ratio if ratio is not None else lr_cfg.get("min_lr", 0.0)
     return lambda it: target + (base_lr - target) / 2 * (jnp.cos(math.pi * it / max_iters) + 1)
   if policy == "cyclic":
-    # mmcv CyclicLrUpdaterHook (by iteration): per cycle, up from base_lr to base_lr*target[0]
-    # over step_ratio_up of the cycle, then down to base_lr*target[1]; gamma shrinks later cycles.
-    up_ratio, down_ratio = lr_cfg.get("target_ratio", (10, 1e-4))
-    cycles = lr_cfg.get("cyclic_times", 1)
-    gamma = lr_cfg.get("gamma", 1.0)
-    per_phase = max_iters // cycles
-    iter_up = int(lr_cfg.get("step_ratio_up", 0.4) * per_phase)
-    anneal = lr_cfg.get("anneal_strategy", "cos")
-    if anneal not in ("cos", "linear"):
-      raise ValueError(f"lr_config.anneal_strategy={anneal!r}; expected 'cos' or 'linear'")
-
-    def interp(start, end, factor):
-      if anneal == "cos":
-        return end + (start - end) / 2 * (jnp.cos(math.pi * factor) + 1)
-      return start + (end - start) * factor
-
-    def cyclic_lr(it):
-      it = jnp.asarray(it, jnp.float32)
-      cur = jnp.mod(it, per_phase)
-      scale = gamma ** jnp.floor(it / per_phase)
-      up = interp(base_lr, base_lr * (1 - scale + up_ratio * scale), cur / iter_up)
-      start = base_lr * (1 - scale + up_ratio * scale)
-      down = interp(start, base_lr * down_ratio, (cur - iter_up) / (per_phase - iter_up))
-      return jnp.where(cur < iter_up, up, down)
-    return cyclic_lr
+    return cyclic(lr_cfg, base_lr, max_iters, default_target=(10, 1e-4))
   if policy == "fixed":
     return lambda it: base_lr * jnp.ones_like(jnp.asarray(it, jnp.float32))
   raise ValueError(f"lr_config.policy={policy!r} is not supported; expected one of "
@@ -156,15 +162,24 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   wd = opt.get("weight_decay", 0.0) or 0.0
   decay = (_add_decay(wd, decay_mult) if decay_mult is not None else optax.add_decayed_weights(wd))
   kind = opt["type"]
+  mom_cfg = dict(config.get("momentum_config") or {})
+  if mom_cfg.get("policy") not in (None, "cyclic"):
+    raise ValueError(f"momentum_config.policy={mom_cfg['policy']!r}; expected 'cyclic' or None")
+
+  def momentum_of(base):
+    """``base`` or, with momentum_config.policy='cyclic', its schedule (mmcv's momentum hook)."""
+    if mom_cfg.get("policy") != "cyclic":
+      return base
+    return cyclic(mom_cfg, base, config.total_iters, default_target=(0.85 / 0.95, 1.0))
+
   if kind == "SGD":
     momentum = opt.get("momentum", 0.0) or None
-    core = [decay, optax.trace(decay=momentum, nesterov=opt.get("nesterov", False))] if momentum else [decay]
-  elif kind == "Adam":
+    trace = optax.inject_hyperparams(optax.trace, static_args=("nesterov",))
+    core = [decay, trace(decay=momentum_of(momentum), nesterov=opt.get("nesterov", False))] if momentum else [decay]
+  elif kind in ("Adam", "AdamW"):
     b1, b2 = opt.get("betas", (0.9, 0.999))
-    core = [decay, optax.scale_by_adam(b1=b1, b2=b2, eps=opt.get("eps", 1e-8))]
-  elif kind == "AdamW":
-    b1, b2 = opt.get("betas", (0.9, 0.999))
-    core = [optax.scale_by_adam(b1=b1, b2=b2, eps=opt.get("eps", 1e-8)), decay]
+    adam = optax.inject_hyperparams(optax.scale_by_adam)(b1=momentum_of(b1), b2=b2, eps=opt.get("eps", 1e-8))
+    core = [decay, adam] if kind == "Adam" else [adam, decay]
   else:
     raise ValueError(f"optimizer.type={kind!r} is not supported; expected 'SGD', 'Adam' or 'AdamW'")
   parts = core + [optax.scale_by_learning_rate(schedule)]
