@@ -155,13 +155,18 @@ CITYSCAPES_TEST_SETS = {
 
 # ------------------------------------------------------------------- mmseg's _base_/models
 
-def resnet_v1c(depth: int, dilated: bool = True, v1b: bool = False) -> dict:
-  """ResNetV1c-D8 (dilations 1,1,2,4; strides 1,2,1,1) or the plain stride-32 ResNet for UPerNet;
-  ``v1b`` is mmseg's 'rXb' (torchvision-style ResNet with a 7x7 stem)."""
-  return dict(type="ResNet" if v1b else "ResNetV1c", depth=depth, num_stages=4,
-              out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1),
-              strides=(1, 2, 1, 1) if dilated else (1, 2, 2, 2), norm_cfg=BN, norm_eval=False,
-              style="pytorch", contract_dilation=True)
+def resnet_v1c(depth: int, output_stride: int = 8, v1b: bool = False, multi_grid=None) -> dict:
+  """ResNetV1c with mmseg's dilation for output stride 8 (dilations 1,1,2,4; strides 1,2,1,1),
+  16 (1,1,1,2; 1,2,2,1) or 32 (plain, for UPerNet); ``v1b`` is mmseg's 'rXb' (torchvision-style
+  ResNet with a 7x7 stem); ``multi_grid`` the last stage's unit rates ('mg124')."""
+  dilations, strides = {8: ((1, 1, 2, 4), (1, 2, 1, 1)), 16: ((1, 1, 1, 2), (1, 2, 2, 1)),
+                        32: ((1, 1, 1, 1), (1, 2, 2, 2))}[output_stride]
+  backbone = dict(type="ResNet" if v1b else "ResNetV1c", depth=depth, num_stages=4,
+                  out_indices=(0, 1, 2, 3), dilations=dilations, strides=strides, norm_cfg=BN,
+                  norm_eval=False, style="pytorch", contract_dilation=True)
+  if multi_grid:
+    backbone["multi_grid"] = tuple(multi_grid)
+  return backbone
 
 
 def _ce(weight: float) -> dict:
@@ -201,19 +206,32 @@ def decode_head(algo: str, width: int, num_classes: int, align_corners: bool) ->
 
 
 def parse_variant(variant: str) -> dict:
-  """'r101b-d8_769x769_80k' -> depth 101, v1b, dilated, crop (769, 769), 80k iterations.
-  UPerNet names have no '-d8' ('r50_512x1024_40k'); some names carry mmseg's GPUs x images
-  token ('r50-d8_512x512_4x4_20k', 'r18-d8_4x4_512x512_80k'), which the data block already sets."""
+  """'r101b-d8_769x769_80k' -> depth 101, v1b, output stride 8, crop (769, 769), 80k iterations.
+  UPerNet names have no '-d8' ('r50_512x1024_40k'); FCN-D6 names start with the head dilation
+  ('d6_r50-d16_512x1024_40k'); 'r101-d16-mg124' adds multi-grid; some names carry mmseg's GPUs x
+  images token ('r50-d8_512x512_4x4_20k', 'r18-d8_4x4_512x512_80k'), which the data block sets."""
+  form = "[d<dilation>_]r<depth>[b][-d8|-d16][-mg124][_4x4]_<H>x<W>[_4x4]_<N>k"
+  tokens = variant.split("_")
+  head_dilation = int(tokens.pop(0)[1:]) if tokens[0][:1] == "d" and tokens[0][1:].isdigit() else 1
   try:
-    backbone, *sizes, iters = variant.split("_")
-    depth = int(backbone[1:].split("-")[0].rstrip("b"))
+    backbone, *sizes, iters = tokens
+    name, *mods = backbone.split("-")
+    depth = int(name[1:].rstrip("b"))
     dims = [tuple(int(v) for v in size.split("x")) for size in sizes]
     (h, w), = [d for d in dims if min(d) >= 64]  # the crop; '4x4' is GPUs x images
     total = int(iters.rstrip("k")) * 1000
   except ValueError:
-    raise ValueError(f"variant {variant!r} is not of the form r<depth>[b][-d8][_4x4]_<H>x<W>[_4x4]_<N>k") from None
-  return dict(depth=depth, v1b=backbone.split("-")[0].endswith("b"), dilated="-d8" in backbone,
-              crop=(h, w), total_iters=total)
+    raise ValueError(f"variant {variant!r} is not of the form {form}") from None
+  output_stride, multi_grid = 32, None
+  for mod in mods:
+    if mod in ("d8", "d16"):
+      output_stride = int(mod[1:])
+    elif mod == "mg124":
+      multi_grid = (1, 2, 4)
+    else:
+      raise ValueError(f"variant {variant!r}: unknown backbone modifier {mod!r} (form {form})")
+  return dict(depth=depth, v1b=name.endswith("b"), output_stride=output_stride,
+              multi_grid=multi_grid, head_dilation=head_dilation, crop=(h, w), total_iters=total)
 
 
 def mmseg_config(algo: str, dataset: str, variant: str, published_miou) -> ml_collections.ConfigDict:
@@ -231,12 +249,16 @@ def mmseg_config(algo: str, dataset: str, variant: str, published_miou) -> ml_co
     test_cfg = dict(mode="slide", crop_size=(769, 769), stride=(513, 513))
   elif context:
     test_cfg = dict(mode="slide", crop_size=(480, 480), stride=(320, 320))
+  head = decode_head(algo, width, num_classes, slide_769)
+  aux = fcn_aux_head(width // 2, 64 if width == 512 else 256, num_classes, slide_769)
+  if v["head_dilation"] != 1:  # FCN-D6
+    head["dilation"] = aux["dilation"] = v["head_dilation"]
+  if v["multi_grid"]:  # mmseg's r101-d16-mg124 configs: smaller ASPP rates and OHEM by loss
+    head.update(dilations=(1, 6, 12, 18), sampler=dict(type="OHEMPixelSampler", min_kept=100000))
   model = dict(
       type="EncoderDecoder", pretrained=config_dict.placeholder(str),
-      backbone=resnet_v1c(v["depth"], dilated=(algo != "upernet"), v1b=v["v1b"]),
-      decode_head=decode_head(algo, width, num_classes, slide_769),
-      auxiliary_head=fcn_aux_head(width // 2, 64 if width == 512 else 256, num_classes, slide_769),
-      train_cfg=dict(), test_cfg=test_cfg)
+      backbone=resnet_v1c(v["depth"], v["output_stride"], v["v1b"], v["multi_grid"]),
+      decode_head=head, auxiliary_head=aux, train_cfg=dict(), test_cfg=test_cfg)
   c = base_config()
   c.model = model
   c.data = data_fn(v["crop"])

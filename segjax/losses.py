@@ -36,20 +36,41 @@ def _reduce(loss: jax.Array, weight: jax.Array | None, avg_factor) -> jax.Array:
   return loss.mean() if avg_factor is None else loss.sum() / jnp.maximum(avg_factor, 1)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
-                  class_weight=None, avg_non_ignore: bool = False, weight=None,
-                  use_sigmoid: bool = False) -> jax.Array:
-  """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``)."""
-  if use_sigmoid:
-    return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight)
+def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                      class_weight=None) -> jax.Array:
+  """Per-pixel softmax cross entropy (``reduction='none'``), 0 at ignored pixels."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
   cw = _class_weight(class_weight)
   if cw is not None:
     loss = loss * cw[safe]
-  loss = jnp.where(valid, loss, 0.0)
-  return _reduce(loss, weight, valid.sum() if avg_non_ignore else None)
+  return jnp.where(valid, loss, 0.0)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                  class_weight=None, avg_non_ignore: bool = False, weight=None,
+                  use_sigmoid: bool = False, use_mask: bool = False) -> jax.Array:
+  """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``)."""
+  if use_mask:
+    raise ValueError("CrossEntropyLoss(use_mask=True) is mmseg's per-ROI mask loss "
+                     "(segjax.losses.mask_cross_entropy); a decode head cannot use it (mmseg "
+                     "asserts there that ignore_index is None)")
+  if use_sigmoid:
+    return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight)
+  loss = softmax_ce_pixels(logits, labels, ignore_index, class_weight)
+  return _reduce(loss, weight, (labels != ignore_index).sum() if avg_non_ignore else None)
+
+
+def mask_cross_entropy(pred: jax.Array, target: jax.Array, label: jax.Array,
+                       class_weight=None) -> jax.Array:
+  """mmseg ``mask_cross_entropy``: for each of N masks (pred (N, H, W, C) logits), binary cross
+  entropy of the channel ``label[n]`` against ``target`` (N, H, W) in {0, 1}, averaged."""
+  sliced = jnp.take_along_axis(pred.astype(jnp.float32), label.reshape(-1, 1, 1, 1), axis=-1)[..., 0]
+  target = target.astype(jnp.float32)
+  loss = -(target * jax.nn.log_sigmoid(sliced) + (1 - target) * jax.nn.log_sigmoid(-sliced))
+  cw = _class_weight(class_weight)
+  return (loss if cw is None else loss * cw).mean()
 
 
 def binary_cross_entropy(logits, labels, ignore_index=255, class_weight=None,
@@ -191,17 +212,34 @@ def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> j
   return 100.0 * correct.sum() / jnp.maximum(valid.sum(), 1)
 
 
-def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000) -> jax.Array:
-  """mmseg ``OHEMPixelSampler`` with ``thresh``: weight 1 for valid pixels whose probability of
-  the true class is below max(thresh, the (min_kept x batch)-th smallest such probability)."""
-  if thresh is None:
-    raise NotImplementedError("OHEMPixelSampler without thresh (loss ranking) is not implemented")
+def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000,
+                loss_terms=None) -> jax.Array:
+  """mmseg ``OHEMPixelSampler``: 0/1 weights selecting hard pixels.
+
+  With ``thresh``: valid pixels whose probability of the true class is below max(thresh, the
+  (min_kept x batch)-th smallest such probability). Without: the min_kept x batch valid pixels
+  of largest loss, the loss being the sum of the head's ``loss_terms`` per pixel
+  (``reduction='none'``, loss_weight included; softmax cross entropy terms only)."""
   valid = labels != ignore_index
-  probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
+  batch_kept = min_kept * labels.shape[0]
+  logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
+  if thresh is None:
+    losses = jnp.zeros(labels.shape, jnp.float32)
+    for term in loss_terms or [{"type": "CrossEntropyLoss"}]:
+      if term.get("type") != "CrossEntropyLoss" or term.get("use_sigmoid"):
+        raise ValueError("OHEMPixelSampler without thresh ranks pixels by loss; segjax supports "
+                         f"softmax CrossEntropyLoss terms for that, got {term}")
+      losses += term.get("loss_weight", 1.0) * softmax_ce_pixels(
+          logits, labels, ignore_index, term.get("class_weight"))
+    flat_loss = jnp.where(valid, losses, -jnp.inf).reshape(-1)
+    k = min(batch_kept, flat_loss.shape[0])
+    _, top = jax.lax.top_k(flat_loss, k)
+    chosen = jnp.zeros(flat_loss.shape, bool).at[top].set(True).reshape(labels.shape)
+    return (chosen & valid).astype(jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1)
   prob = jnp.take_along_axis(probs, jnp.where(valid, labels, 0)[..., None], -1)[..., 0]
   flat = jnp.where(valid, prob, jnp.inf).reshape(-1)
   n_valid = valid.sum()
-  batch_kept = min_kept * labels.shape[0]
   sorted_prob = jnp.sort(flat)
   kth = sorted_prob[jnp.clip(jnp.minimum(batch_kept, n_valid - 1), 0, flat.shape[0] - 1)]
   threshold = jnp.maximum(jnp.where(n_valid > 0, kth, 0.0), thresh)
@@ -213,7 +251,7 @@ LOSSES = {"CrossEntropyLoss": cross_entropy, "DiceLoss": dice_loss, "FocalLoss":
 DEFAULT_NAMES = {"CrossEntropyLoss": "loss_ce", "DiceLoss": "loss_dice", "FocalLoss": "loss_focal",
                  "LovaszLoss": "loss_lovasz", "TverskyLoss": "loss_tversky"}
 # Constructor arguments of mmseg's loss classes that segjax's functions do not take.
-_IGNORED_ARGS = {"reduction", "use_mask"}
+_IGNORED_ARGS = {"reduction"}
 
 
 def _loss_terms(loss_cfg: Any) -> list[Mapping]:
@@ -231,7 +269,8 @@ def head_losses(logits: jax.Array, labels: jax.Array, head_cfg: Mapping, prefix:
     sampler = dict(sampler)
     if sampler.pop("type") != "OHEMPixelSampler":
       raise ValueError("sampler.type must be 'OHEMPixelSampler'")
-    weight = ohem_weight(logits, labels, ignore_index, **sampler)
+    weight = ohem_weight(logits, labels, ignore_index, **sampler,
+                         loss_terms=[dict(t) for t in _loss_terms(head_cfg.get("loss_decode") or {"type": "CrossEntropyLoss"})])
   out = {}
   for term in _loss_terms(head_cfg.get("loss_decode") or {"type": "CrossEntropyLoss"}):
     term = {k: v for k, v in dict(term).items() if k not in _IGNORED_ARGS}

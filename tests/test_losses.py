@@ -102,6 +102,38 @@ def test_ohem_keeps_hard_pixels():
   np.testing.assert_array_equal(np.asarray(w)[0], [0, 1, 1, 1, 0])
 
 
+def test_ohem_without_thresh_keeps_the_largest_losses():
+  # CE per pixel = -log p_true: 0.105, 0.511, 1.609, 0.916; the ignored pixel never counts.
+  probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.6, 0.4], [0.99, 0.01]])
+  labels = jnp.asarray(np.array([0, 1, 1, 1, 255]))[None]
+  logits = jnp.asarray(np.log(probs))[None]
+  w = losses.ohem_weight(logits, labels, min_kept=2)
+  np.testing.assert_array_equal(np.asarray(w)[0], [0, 0, 1, 1, 0])
+  # class_weight [1, 0.1] makes the label-0 pixel (loss 0.105) outrank the 0.511 * 0.1 pixel
+  w = losses.ohem_weight(logits, labels, min_kept=3,
+                         loss_terms=[dict(type="CrossEntropyLoss", class_weight=[1.0, 0.1])])
+  np.testing.assert_array_equal(np.asarray(w)[0], [1, 0, 1, 1, 0])
+  w = losses.ohem_weight(logits, labels, min_kept=10)  # more than valid: all valid pixels
+  np.testing.assert_array_equal(np.asarray(w)[0], [1, 1, 1, 1, 0])
+  with pytest.raises(ValueError, match="softmax CrossEntropyLoss"):
+    losses.ohem_weight(logits, labels, min_kept=2, loss_terms=[dict(type="DiceLoss")])
+
+
+def test_mask_cross_entropy_matches_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  pred = rng.normal(size=(3, 4, 5, 6)).astype(np.float32)  # N, H, W, C
+  target = (rng.random((3, 4, 5)) > 0.5).astype(np.float32)
+  label = np.array([2, 0, 5])
+  ref = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.from_numpy(pred.transpose(0, 3, 1, 2))[torch.arange(3), torch.from_numpy(label)],
+      torch.from_numpy(target), reduction="mean").item()
+  got = losses.mask_cross_entropy(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(label))
+  assert float(got) == pytest.approx(ref, rel=1e-5)
+  with pytest.raises(ValueError, match="use_mask"):
+    losses.cross_entropy(jnp.asarray(pred[..., :2]), jnp.zeros((3, 4, 5), jnp.int32), use_mask=True)
+
+
 def _lovasz_reference(probs, labels, ignore=255):
   """Berman et al.'s Lovasz-softmax over present classes, filtering ignored pixels explicitly."""
   keep = labels != ignore
@@ -159,3 +191,15 @@ def test_tversky_gamma_and_per_image_mean():
   per = (1 - (tp + 1) / (tp + 0.3 * fp + 0.7 * fn + 1)) ** 2.0  # (N, C)
   out = losses.tversky_loss(jnp.asarray(logits), jnp.asarray(labels), gamma=2.0)
   assert float(out) == pytest.approx(per.mean(0).sum() / 2, rel=1e-5)
+
+
+def test_head_losses_with_ohem_by_loss_ranking():
+  # mmseg's r101-d16-mg124 heads: sampler=dict(type='OHEMPixelSampler', min_kept=...) (no thresh).
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 4, 4, 3)).astype(np.float32))
+  labels = jnp.asarray(rng.integers(0, 3, (2, 4, 4)))
+  head = dict(sampler=dict(type="OHEMPixelSampler", min_kept=5), loss_decode=dict(type="CrossEntropyLoss"))
+  out = losses.head_losses(logits, labels, head, "decode")
+  ce = np.asarray(losses.softmax_ce_pixels(logits, labels))
+  kept = np.sort(ce.reshape(-1))[-10:]  # the 5 x batch largest
+  assert float(out["decode.loss_ce"]) == pytest.approx(kept.sum() / ce.size, rel=1e-5)

@@ -138,3 +138,48 @@ def test_cyclic_momentum_follows_mmcv():
     buf = expected_m[t] * buf + 1.0
     assert float(updates["w"]) == pytest.approx(-0.1 * buf, rel=1e-5), t
   assert expected_m[8] == pytest.approx(0.85) and expected_m[0] == pytest.approx(0.95)
+
+
+def _fake_params(*paths):
+  from flax import traverse_util
+  return traverse_util.unflatten_dict({tuple(p.split(".")): jnp.ones(shape) for p, shape in paths})
+
+
+def test_layer_wise_lr_decay_assigns_mmseg_layer_ids():
+  # ConvNeXt, num_layers 12 (-> 14 groups), decay 0.9: lr x 0.9 ** (13 - layer_id)
+  params = _fake_params(("backbone.downsample_layers.0.0.kernel", (4, 4, 3, 8)),
+                        ("backbone.stages.2.7.pointwise_conv1.kernel", (8, 8)),
+                        ("backbone.stages.2.7.pointwise_conv1.bias", (8,)),
+                        ("backbone.stages.3.0.gamma", (8,)),
+                        ("decode_head.conv_seg.kernel", (1, 1, 8, 2)))
+  lr, wd = optim.layer_decay_multipliers(params, dict(num_layers=12, decay_rate=0.9), "ConvNeXt")
+  b = lr["backbone"]
+  assert b["downsample_layers"]["0"]["0"]["kernel"] == pytest.approx(0.9 ** 13)  # layer 0
+  assert b["stages"]["2"]["7"]["pointwise_conv1"]["kernel"] == pytest.approx(0.9 ** 8)  # 3 + 7 // 3
+  assert b["stages"]["3"]["0"]["gamma"] == pytest.approx(0.9 ** 1)  # stage 3: max_layer_id 12
+  assert lr["decode_head"]["conv_seg"]["kernel"] == pytest.approx(1.0)  # heads: 13
+  assert wd["backbone"]["stages"]["2"]["7"]["pointwise_conv1"]["bias"] == 0.0
+  assert wd["backbone"]["stages"]["3"]["0"]["gamma"] == 0.0 and wd["decode_head"]["conv_seg"]["kernel"] == 1.0
+  lr, _ = optim.layer_decay_multipliers(params, dict(num_layers=12, decay_rate=0.9, decay_type="stage_wise"), "ConvNeXt")
+  assert lr["backbone"]["stages"]["2"]["7"]["pointwise_conv1"]["kernel"] == pytest.approx(0.9 ** 10)  # stage id 3
+  assert lr["decode_head"]["conv_seg"]["kernel"] == pytest.approx(1.0)
+  vit = _fake_params(("backbone.layers.3.attn.qkv.kernel", (8, 24)), ("backbone.pos_embed", (1, 5, 8)),
+                     ("backbone.patch_embed.projection.kernel", (16, 16, 3, 8)))
+  lr, wd = optim.layer_decay_multipliers(vit, dict(num_layers=12, layer_decay_rate=0.65), "BEiT")
+  assert lr["backbone"]["layers"]["3"]["attn"]["qkv"]["kernel"] == pytest.approx(0.65 ** 9)  # id 4
+  assert lr["backbone"]["pos_embed"] == pytest.approx(0.65 ** 13) and wd["backbone"]["pos_embed"] == 1.0
+  with pytest.raises(ValueError, match="ResNetV1c"):
+    optim.layer_decay_multipliers(vit, dict(num_layers=12, decay_rate=0.9), "ResNetV1c")
+
+
+def test_layer_decay_constructor_scales_sgd_steps():
+  c = config(dict(policy="fixed"), optimizer=dict(type="SGD", lr=0.1, momentum=0.0, weight_decay=0.5,
+                                                  nesterov=False, constructor="LearningRateDecayOptimizerConstructor",
+                                                  paramwise_cfg=dict(num_layers=2, decay_rate=0.5)))
+  c.model = dict(backbone=dict(type="BEiT"))
+  params = _fake_params(("backbone.layers.0.fc.kernel", (2, 2)), ("backbone.layers.0.fc.bias", (2,)))
+  tx, _ = optim.build_optimizer(c, params)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  scale = 0.5 ** (4 - 1 - 1)  # num_layers 2 + 2 groups, layer id 1
+  np.testing.assert_allclose(updates["backbone"]["layers"]["0"]["fc"]["kernel"], -0.1 * scale * (1 + 0.5))
+  np.testing.assert_allclose(updates["backbone"]["layers"]["0"]["fc"]["bias"], -0.1 * scale * 1.0)

@@ -82,7 +82,6 @@ def to_segjax_config(mmseg_cfg: dict):
   c.model = mmseg_cfg["model"]
   if "optimizer" in mmseg_cfg:
     opt = dict(mmseg_cfg["optimizer"])
-    opt.pop("paramwise_cfg", None)
     c.optimizer = dict(opt, nesterov=opt.get("nesterov", False)) if opt["type"] == "SGD" else opt
   if "lr_config" in mmseg_cfg:
     lr = dict(mmseg_cfg["lr_config"])

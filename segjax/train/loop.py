@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from clu import metrics as clu_metrics
 from jax.experimental import multihost_utils
 
 from segjax import evaluation, losses, sharding
@@ -170,14 +171,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
 
   total = config.total_iters
-  timer, sums, summary = _Timer(), None, {}
+  timer, means, summary = _Timer(), None, {}
   try:
     for step in range(start_step + 1, total + 1):
       batch = next(data_iter)
       indices = batch.pop("index")
       state, logs = step_fn(state, sharding.global_batch(batch, mesh))
-      # Sum on device (no host sync per step); the log shows the mean over the interval, as mmseg.
-      sums = logs if sums is None else jax.tree.map(jnp.add, sums, logs)
+      # clu averages on device (no host sync per step); the log shows the interval mean, as mmseg.
+      step_means = {k: clu_metrics.Average.from_model_output(v) for k, v in logs.items()}
+      means = step_means if means is None else {k: means[k].merge(m) for k, m in step_means.items()}
       timer.steps += 1
       if step % config.log_interval == 0 or step == total:
         last_loss = float(logs["loss"])
@@ -186,10 +188,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    for i in np.asarray(indices)]
           raise NonFiniteLossError(f"loss is {last_loss} at step {step} (checked every "
                                    f"{config.log_interval} steps); this step's batch files: {files}")
-        logs = {k: float(v) / timer.steps for k, v in jax.device_get(sums).items()}
+        logs = {k: float(m.compute()) for k, m in means.items()}
         logs["lr"] = float(schedule(step - 1))  # the lr this step used, not the interval mean
         per_step = timer.per_step()
-        sums = None
+        means = None
         logs["time"] = per_step
         writer.write_scalars(step, logs)
         eta = per_step * (total - step)

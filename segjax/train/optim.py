@@ -5,7 +5,8 @@
 - ``paramwise_cfg`` (mmcv's DefaultOptimizerConstructor): ``custom_keys`` ({substring: {lr_mult,
   decay_mult}}, longest key first), else ``bias_lr_mult``/``bias_decay_mult`` for conv/linear
   biases and ``norm_decay_mult`` for norm weights and biases. Names are matched in mmseg's
-  dotted form (``backbone.layer1.0.bn1.weight``).
+  dotted form (``backbone.layer1.0.bn1.weight``). ``constructor='LearningRateDecayOptimizerConstructor'``
+  (or mmseg's LayerDecayOptimizerConstructor) scales lr by layer id as mmseg assigns it.
 - Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
   annealing, cyclic, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
   ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
@@ -135,6 +136,69 @@ def param_multipliers(params, paramwise_cfg: Mapping | None) -> tuple[Any, Any]:
   return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
 
 
+def _convnext_layer_id(name: str, max_layer_id: int) -> int:
+  """mmseg's ``get_layer_id_for_convnext``."""
+  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
+    return 0
+  if name.startswith("backbone.downsample_layers"):
+    return {0: 0, 1: 2, 2: 3}.get(int(name.split(".")[2]), max_layer_id)
+  if name.startswith("backbone.stages"):
+    stage, block = int(name.split(".")[2]), int(name.split(".")[3])
+    return {0: 1, 1: 2, 2: 3 + block // 3}.get(stage, max_layer_id)
+  return max_layer_id + 1
+
+
+def _convnext_stage_id(name: str, max_stage_id: int) -> int:
+  """mmseg's ``get_stage_id_for_convnext``."""
+  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
+    return 0
+  if name.startswith("backbone.downsample_layers"):
+    return 0
+  if name.startswith("backbone.stages"):
+    return int(name.split(".")[2]) + 1
+  return max_stage_id - 1
+
+
+def _vit_layer_id(name: str, max_layer_id: int) -> int:
+  """mmseg's ``get_layer_id_for_vit`` (BEiT, MAE)."""
+  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
+    return 0
+  if name.startswith("backbone.patch_embed"):
+    return 0
+  if name.startswith("backbone.layers"):
+    return int(name.split(".")[2]) + 1
+  return max_layer_id - 1
+
+
+def layer_decay_multipliers(params, paramwise_cfg: Mapping, backbone_type: str) -> tuple[Any, Any]:
+  """Trees of (lr_mult, decay_mult) of mmseg's LearningRateDecayOptimizerConstructor:
+  lr x ``decay_rate ** (num_layers + 1 - layer_id)`` with the layer id mmseg assigns by name
+  (``decay_type`` 'layer_wise' for ConvNeXt/BEiT/MAE, 'stage_wise' for ConvNeXt); 1-D params and
+  biases get no weight decay."""
+  cfg = dict(paramwise_cfg)
+  num_layers = cfg["num_layers"] + 2
+  rate = cfg.get("decay_rate", cfg.get("layer_decay_rate"))
+  decay_type = cfg.get("decay_type", "layer_wise")
+  if "ConvNeXt" in backbone_type:
+    layer_id = ((lambda n: _convnext_layer_id(n, cfg["num_layers"])) if decay_type == "layer_wise"
+                else (lambda n: _convnext_stage_id(n, num_layers)))
+  elif ("BEiT" in backbone_type or "MAE" in backbone_type) and decay_type == "layer_wise":
+    layer_id = lambda n: _vit_layer_id(n, num_layers)
+  else:
+    raise ValueError(f"layer-wise lr decay ({decay_type}) is defined by mmseg for ConvNeXt "
+                     f"(layer_wise, stage_wise) and BEiT/MAE (layer_wise), not {backbone_type!r}")
+  flat = traverse_util.flatten_dict(params)
+  lr_mult, decay_mult = {}, {}
+  for path, value in flat.items():
+    name = torch_name(path)
+    # mmseg's test also lists 'pos_embed'/'cls_token' without the 'backbone.' prefix, so it
+    # never matches them: they keep their weight decay there too.
+    no_decay = len(value.shape) == 1 or name.endswith(".bias") or name in ("pos_embed", "cls_token")
+    lr_mult[path] = rate ** (num_layers - layer_id(name) - 1)
+    decay_mult[path] = 0.0 if no_decay else 1.0
+  return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
+
+
 def _scale_by_tree(tree) -> optax.GradientTransformation:
   return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u, m: u * m, updates, tree))
 
@@ -153,9 +217,15 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   opt = dict(config.optimizer)
   schedule = build_schedule(config)
   paramwise = opt.pop("paramwise_cfg", None)
+  constructor = opt.pop("constructor", None) or "DefaultOptimizerConstructor"
   if paramwise and params is None:
     raise ValueError("optimizer.paramwise_cfg needs the parameter tree: build_optimizer(config, params)")
-  if paramwise:
+  if constructor in ("LearningRateDecayOptimizerConstructor", "LayerDecayOptimizerConstructor"):
+    lr_mult, decay_mult = layer_decay_multipliers(params, paramwise or {}, config.model.backbone.type)
+  elif constructor != "DefaultOptimizerConstructor":
+    raise ValueError(f"optimizer.constructor={constructor!r}; expected DefaultOptimizerConstructor, "
+                     "LearningRateDecayOptimizerConstructor or LayerDecayOptimizerConstructor")
+  elif paramwise:
     lr_mult, decay_mult = param_multipliers(params, paramwise)
   else:
     lr_mult = decay_mult = None
