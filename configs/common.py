@@ -43,6 +43,9 @@ def _data_block(type, data_root, train, val, samples_per_gpu, img_scale, crop_si
   test_pipe = test_pipeline(img_scale, reduce_zero_label=reduce_zero_label)
   common_kw = dict(type=type, data_root=data_root, **extra)
   return dict(samples_per_gpu=samples_per_gpu, workers_per_gpu=2, check_samples=64,
+              # mmseg trained these configs on 4 GPUs: its global batch, which the loop compares
+              # with samples_per_gpu x devices (results are comparable only when equal).
+              mmseg_total_batch=4 * samples_per_gpu,
               packed_dir=config_dict.placeholder(str),  # tools/pack_dataset.py output, if used
               train=dict(common_kw, pipeline=train_pipe, **train),
               val=dict(common_kw, pipeline=test_pipe, **val))

@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   # A workdir's own checkpoints resume automatically; load_from only initialises weights.
   c.load_from = config_dict.placeholder(str)
+  # Device mesh: axis name -> size (-1: the remaining devices). The batch is split over 'data'
+  # (and 'fsdp'); e.g. {'data': -1, 'model': 1} keeps room for a model axis.
+  c.mesh = {"data": -1}
   c.distributed = dict(enabled=False, coordinator_address=config_dict.placeholder(str),
                        num_processes=config_dict.placeholder(int),
                        process_id=config_dict.placeholder(int),

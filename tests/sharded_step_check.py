@@ -9,6 +9,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
+from segjax import sharding  # noqa: E402
 from test_train import tiny_config, tiny_step  # noqa: E402
 
 
@@ -20,9 +21,11 @@ def main():
   batch = {"img": rng.normal(size=(8, 48, 48, 3)).astype(np.float32),
            "gt_semantic_seg": rng.integers(0, 6, size=(8, 48, 48)).astype(np.int32)}
   results = {}
-  for n in (1, 8):
-    mesh = Mesh(np.asarray(jax.devices()[:n]), ("data",))
-    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  meshes = {1: Mesh(np.asarray(jax.devices()[:1]), ("data",)),  # one device
+            8: sharding.make_mesh({"data": -1}),  # the default config mesh
+            "4x2": sharding.make_mesh({"data": 4, "fsdp": 2})}  # batch over both axes
+  for n, mesh in meshes.items():
+    repl, data = NamedSharding(mesh, P()), sharding.batch_sharding(mesh)
     s = jax.device_put(state, repl)
     b = {k: jax.device_put(v, data) for k, v in batch.items()}
     new, logs = jax.jit(step, out_shardings=(repl, repl))(s, b)
@@ -33,6 +36,7 @@ def main():
   print(json.dumps({"devices": jax.device_count(), "loss": [results[1][1], results[8][1]],
                     "params": diff(one.params, eight.params),
                     "batch_stats": diff(one.batch_stats, eight.batch_stats),
+                    "params_4x2": diff(one.params, results["4x2"][0].params),
                     "param_change": diff(one.params, jax.device_get(state.params))}))
 
 

@@ -27,7 +27,7 @@ def test_sharded_step_equals_single_device_step():
   # The step moves parameters by ~1e-4; the two meshes agree to float32 rounding. Per-device
   # BatchNorm statistics would differ by orders of magnitude more.
   assert out["param_change"] > 1e-5
-  assert out["params"] < 1e-6
+  assert out["params"] < 1e-6 and out["params_4x2"] < 1e-6
   assert out["batch_stats"] < 1e-5
 
 
@@ -105,3 +105,17 @@ def test_dead_peer_makes_the_other_process_exit(tiny_dataset, tmp_path):
       p.kill()
   assert procs[0].returncode != 0
   assert "heartbeat timeout" in err or "Gloo" in err
+
+
+def test_mesh_from_config_names_what_does_not_fit():
+  from segjax import sharding
+  assert sharding.mesh_shape({"data": -1, "fsdp": 2, "model": 1}, 8) == {"data": 4, "fsdp": 2, "model": 1}
+  assert sharding.mesh_shape(None, 8) == {"data": 8}
+  with pytest.raises(ValueError, match="does not fit 8 devices"):
+    sharding.mesh_shape({"data": 3}, 8)
+  with pytest.raises(ValueError, match="does not fit"):
+    sharding.mesh_shape({"data": -1, "fsdp": -1}, 8)
+  with pytest.raises(ValueError, match=r"\['model'\] > 1"):
+    sharding.mesh_shape({"data": -1, "model": 2}, 8)
+  mesh = sharding.make_mesh({"data": -1, "model": 1})
+  assert mesh.axis_names == ("data", "model")

@@ -117,7 +117,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Train ``config`` in ``workdir``; returns the last evaluation summary."""
   os.makedirs(workdir, exist_ok=True)
   _log_to_file(workdir)
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.get("mesh"))
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
   train_set = build_split(config.data, "train")
@@ -128,8 +128,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"model.decode_head.num_classes={num_classes}")
   _check_sample(train_set, num_classes, config.data.check_samples)
   host_batch = config.data.samples_per_gpu * jax.local_device_count()
+  global_batch = host_batch * jax.process_count()
   logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
-               jax.local_device_count(), host_batch * jax.process_count())
+               jax.local_device_count(), global_batch)
+  mmseg_batch = config.data.get("mmseg_total_batch")
+  if mmseg_batch and mmseg_batch != global_batch:
+    logging.warning("global batch %d differs from the %d images per step mmseg trained this config "
+                    "with (its published mIoU assumes that); set data.samples_per_gpu so that "
+                    "samples_per_gpu x %d devices = %d", global_batch, mmseg_batch,
+                    jax.device_count(), mmseg_batch)
 
   rng = jax.random.PRNGKey(config.seed)
   param_shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 64, 64, 3)))["params"], rng)
