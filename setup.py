@@ -32,6 +32,8 @@ setup(
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.
         "torch": ["torch==2.13.0"],
         "tools": ["matplotlib>=3.6"],  # tools/analyze_logs.py
-        "test": ["pytest>=7.0", "torch==2.13.0", "matplotlib>=3.6"],
+        # nbclient/nbformat/ipykernel run experiments/notebooks headless in the tests.
+        "test": ["pytest>=7.0", "torch==2.13.0", "matplotlib>=3.6", "nbclient>=0.7",
+                 "nbformat>=5.7", "ipykernel>=6.0"],
     },
 )

@@ -86,3 +86,15 @@ def test_mismatched_checkpoint_names_the_keys():
   assert "decode_head.bottleneck.conv.weight: checkpoint (3, 3, 544, 32)" in msg or \
          "decode_head.bottleneck.conv.weight" in msg
   assert "decode_head.extra.weight" in msg
+
+
+def test_to_state_dict_gives_back_mmseg_checkpoint(case):
+  # Inverse conversion: every key and value of the mmseg checkpoint (num_batches_tracked aside).
+  from segjax.convert import to_state_dict
+  d, _, variables, _ = case
+  original = {k: v for k, v in load_torch_checkpoint(os.path.join(d, "model.pth")).items()
+              if not k.endswith("num_batches_tracked")}
+  back = to_state_dict(variables)
+  assert back.keys() == original.keys()
+  for k, v in original.items():
+    np.testing.assert_array_equal(back[k], v, err_msg=k)

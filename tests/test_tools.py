@@ -120,6 +120,28 @@ def test_export_reloads_and_reproduces_logits(trained, tmp_path):
   np.testing.assert_allclose(np.asarray(exported.call(x)), np.asarray(ref), atol=1e-5)
 
 
+def test_export_saved_model_with_tensorflow_or_a_clear_error(trained, tmp_path):
+  import importlib.util
+  import numpy as np
+  workdir, _ = trained
+  saved = str(tmp_path / "saved_model")
+  r = _run("tools/export.py", "configs/pspnet_synthetic.py", workdir, "--shape", "1", "32", "48",
+           "--out", str(tmp_path / "m.jaxexport"), "--saved-model", saved, "--cfg-options", *TINY_OVERRIDES)
+  if importlib.util.find_spec("tensorflow") is None:
+    assert r.returncode != 0 and "pip install tensorflow" in r.stderr
+    return
+  assert r.returncode == 0, r.stderr[-2000:]
+  import tensorflow as tf
+  from segjax import apis
+  from segjax.config import apply_overrides, load_config
+  x = np.random.default_rng(0).normal(size=(1, 32, 48, 3)).astype(np.float32)
+  config = load_config("configs/pspnet_synthetic.py")
+  apply_overrides(config, TINY_OVERRIDES)
+  ref = apis.test_logits(apis.init_segmentor(config, workdir), x)
+  got = tf.saved_model.load(saved).signatures["serve"](images=tf.constant(x))
+  np.testing.assert_allclose(list(got.values())[0].numpy(), np.asarray(ref), atol=1e-5)
+
+
 def test_confusion_matrix_counts_by_hand():
   import numpy as np
   sys.path.insert(0, os.path.join(ROOT, "tools"))

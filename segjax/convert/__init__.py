@@ -94,6 +94,25 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
 
+def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
+  """The inverse of ``convert_state_dict``: Flax variables as an mmseg ``state_dict`` (HWIO ->
+  OIHW, ``scale`` -> ``weight``, BatchNorm ``mean/var`` -> ``running_mean/var``), e.g. to hand
+  segjax weights to PyTorch code."""
+  leaves = {("params", "kernel"): "weight", ("params", "scale"): "weight",
+            ("params", "embedding"): "weight", ("params", "bias"): "bias",
+            ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+  out = {}
+  for path, value in traverse_util.flatten_dict(dict(variables)).items():
+    collection, *modules, leaf = path
+    value = np.asarray(value)
+    if leaf == "kernel" and value.ndim == 4:
+      value = value.transpose(3, 2, 0, 1)
+    elif leaf == "kernel" and value.ndim == 2:
+      value = value.T
+    out[".".join((*modules, leaves.get((collection, leaf), leaf)))] = value
+  return out
+
+
 def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3)) -> dict:
   """Load an mmseg ``.pth`` and convert it for ``model`` (shapes from ``jax.eval_shape``)."""
   target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros(input_shape, np.float32)))
