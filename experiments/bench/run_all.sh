@@ -12,3 +12,12 @@ for mode in default xla_defaults_off; do
     /usr/bin/time -f "peak RSS %M KB, wall %e s" $PY experiments/bench/train_step.py configs/$cfg --batch 2 --crop 512 512 --repeat 3 2>&1 | grep -E "compile|train step|peak"
   done
 done
+# MMSegmentation side by side: MMSEG_PYTHON=/path/to/venv-with-mmseg/bin/python
+if [ -n "${MMSEG_PYTHON:-}" ]; then
+  for cfg in pspnet_cityscapes.py:r50-d8_512x1024_40k deeplabv3plus_cityscapes.py:r50-d8_512x1024_40k; do
+    echo "=== mmseg inference $cfg 1x3x512x1024"
+    /usr/bin/time -f "peak RSS %M KB, wall %e s" $MMSEG_PYTHON experiments/bench/mmseg_reference.py configs/$cfg --mode infer --crop 512 1024 --repeat 5 2>&1 | grep -E "^mmseg|peak"
+    echo "=== mmseg train step $cfg 2x512x512"
+    /usr/bin/time -f "peak RSS %M KB, wall %e s" $MMSEG_PYTHON experiments/bench/mmseg_reference.py configs/$cfg --mode train --batch 2 --crop 512 512 --repeat 3 2>&1 | grep -E "^mmseg|peak"
+  done
+fi

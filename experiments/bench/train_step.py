@@ -29,6 +29,7 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--crop", type=int, nargs=2, default=[512, 512])
   parser.add_argument("--repeat", type=int, default=5)
+  parser.add_argument("--compute-dtype", default="float32", help="bfloat16: mixed precision")
   args = parser.parse_args(argv)
   config = load_config(args.config)
   model_cfg = to_plain(config.model)
@@ -40,7 +41,8 @@ def main(argv=None):
   batch = {"img": rng.normal(size=(args.batch, *args.crop, 3)).astype(np.float32),
            "gt_semantic_seg": rng.integers(0, num_classes, size=(args.batch, *args.crop)).astype(np.int32)}
   step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                   model_cfg=model_cfg), donate_argnums=0)
+                                   model_cfg=model_cfg, compute_dtype=jax.numpy.dtype(args.compute_dtype)),
+                 donate_argnums=0)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   print(f"compile: {time.perf_counter() - start:.1f} s")

@@ -168,15 +168,24 @@ def clip_tile(src: str, out_dir: str, prefix: str, is_label: bool, clip: int, st
   return len(boxes)
 
 
-def isprs_argument_parser(doc: str, default_out: str):
+def argument_parser(doc: str, out_default: str | None = None, out_help: str | None = None,
+                    unpacks: bool = True):
+  """The options every converter shares: ``-o/--out_dir``, ``--nproc`` and, for those that
+  unpack archives, ``--tmp_dir``; the converter adds its positional arguments."""
   import argparse
   parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("-o", "--out_dir", default=out_default, help=out_help)
+  if unpacks:
+    parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
+  parser.add_argument("--nproc", default=1, type=int, help="worker processes")
+  return parser
+
+
+def isprs_argument_parser(doc: str, default_out: str):
+  parser = argument_parser(doc, default_out)
   parser.add_argument("dataset_path", help="folder holding the dataset's zip archives")
-  parser.add_argument("-o", "--out_dir", default=default_out)
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
   parser.add_argument("--clip_size", type=int, default=512)
   parser.add_argument("--stride_size", type=int, default=256)
-  parser.add_argument("--nproc", default=1, type=int)
   return parser
 
 

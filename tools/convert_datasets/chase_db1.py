@@ -6,7 +6,6 @@ The archive holds 28 images (``Image_01L.jpg``) with two masks each (``Image_01L
 ``Image_01L_2ndHO.png``); as in mmseg the first 60 files (sorted, 20 images) go to ``training``,
 the rest to ``validation``. Images become ``.png``, masks keep their names with values 0/1.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -19,11 +18,8 @@ TRAINING_LEN = 60
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "CHASE_DB1"))
   parser.add_argument("dataset_path", help="CHASEDB1.zip")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "CHASE_DB1"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   jobs = []
   with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:

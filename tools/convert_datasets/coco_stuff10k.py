@@ -8,7 +8,6 @@ Reads ``images/*.jpg``, ``annotations/*.mat`` (``S``: COCO ids 0..182, 0 unlabel
 1..171 (0 stays unlabeled; the configs ignore it with reduce_zero_label) and the split lists
 ``imagesLists/{train,test}.txt`` the configs read.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -38,10 +37,8 @@ def convert(src_img: str, src_mat: str, dst_img: str, dst_label: str) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, out_help="default: coco_path", unpacks=False)
   parser.add_argument("coco_path", help="the unpacked cocostuff-10k-v1.1")
-  parser.add_argument("-o", "--out_dir", help="default: coco_path")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   out = args.out_dir or args.coco_path
   jobs, total = [], 0

@@ -6,7 +6,6 @@ Expects ``images/{train2017,val2017}/*.jpg`` (COCO 2017) and ``annotations/{trai
 (stuffthingmaps_trainval2017.zip: ids 0..181, 255 unlabeled). The 171 used ids are renumbered
 0..170; everything else becomes 255 (ignored).
 """
-import argparse
 import os
 import sys
 
@@ -34,10 +33,8 @@ def convert(src: str, dst: str) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, out_help="default: coco_path", unpacks=False)
   parser.add_argument("coco_path", help="holds images/ and annotations/ as above")
-  parser.add_argument("-o", "--out_dir", help="default: coco_path")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   out = args.out_dir or args.coco_path
   jobs = []

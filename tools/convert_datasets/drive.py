@@ -6,7 +6,6 @@
 ``training/1st_manual/21_manual1.gif`` -> ``annotations/training/21_manual1.png`` (0/1); the test
 archive becomes ``validation`` (1st and, if present, 2nd manual: ``01_manual2.png``).
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -17,12 +16,9 @@ from segjax.data import prepare  # noqa: E402
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "DRIVE"))
   parser.add_argument("training_path", help="training.zip")
   parser.add_argument("testing_path", help="test.zip")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "DRIVE"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   jobs = []
   with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:

@@ -6,7 +6,6 @@
 Each archive holds 15 files; as in mmseg the first 5 (sorted) of each go to ``training``, the rest
 to ``validation``. Images become ``01_h.png``; masks ``01_h.png`` with values 0/1.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -19,13 +18,10 @@ TRAINING_LEN = 5
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "HRF"))
   for name in ("healthy", "healthy_manualsegm", "glaucoma", "glaucoma_manualsegm",
                "diabetic_retinopathy", "diabetic_retinopathy_manualsegm"):
     parser.add_argument(f"{name}_path", help=f"{name}.zip")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "HRF"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   archives = [(args.healthy_path, False), (args.healthy_manualsegm_path, True),
               (args.glaucoma_path, False), (args.glaucoma_manualsegm_path, True),

@@ -9,7 +9,6 @@ images are cut into overlapping patches ``P0000_<y0>_<y1>_<x0>_<x1>.png`` (padde
 smaller than a patch), their masks into ``..._instance_color_RGB.png`` with the 16 colours mapped to
 class indices (padding 255); test images are moved whole.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -37,14 +36,11 @@ def crop(src: str, out_dir: str, is_label: bool, patch_h: int, patch_w: int, ove
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "iSAID"))
   parser.add_argument("dataset_path", help="folder holding train/, val/ and test/")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "iSAID"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
   parser.add_argument("--patch_width", default=896, type=int)
   parser.add_argument("--patch_height", default=896, type=int)
   parser.add_argument("--overlap_area", default=384, type=int)
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   jobs, moved = [], 0
   with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:

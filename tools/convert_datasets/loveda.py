@@ -6,7 +6,6 @@
 ``ann_dir/<split>`` (Test has no masks). Masks keep LoveDA's values (0 = no data, ignored by
 reduce_zero_label; 1..7 the classes).
 """
-import argparse
 import os
 import shutil
 import sys
@@ -18,11 +17,8 @@ from segjax.data import prepare  # noqa: E402
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "loveDA"))
   parser.add_argument("dataset_path", help="folder holding Train.zip, Val.zip and Test.zip")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "loveDA"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
-  parser.add_argument("--nproc", default=1, type=int, help="unused: the files are moved as they are")
   args = parser.parse_args(argv)
   count = 0
   with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:

@@ -10,7 +10,6 @@ from the official PASCAL-Context 459-class ``LabelMap`` ``.mat`` files (``trainv
 ``--label-dir``. Both use the 459-class ids; the 59 frequent classes map to 1..59 in mmseg's sorted
 order and every other id to background 0.
 """
-import argparse
 import json
 import os
 import sys
@@ -40,12 +39,10 @@ def convert_mat(src: str, dst: str) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, out_help="default: devkit_path/VOC2010/SegmentationClassContext", unpacks=False)
   parser.add_argument("devkit_path", help="VOCdevkit (holding VOC2010/JPEGImages)")
   parser.add_argument("json_path", help="trainval_merged.json")
   parser.add_argument("--label-dir", help="459-class LabelMap .mat files (when detail is not installed)")
-  parser.add_argument("-o", "--out_dir", help="default: devkit_path/VOC2010/SegmentationClassContext")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   voc = os.path.join(args.devkit_path, "VOC2010")
   out_dir = args.out_dir or os.path.join(voc, "SegmentationClassContext")

@@ -6,7 +6,6 @@ The tars hold gzipped PPMs (``im0001.ppm.gz``, ``im0001.ah.ppm.gz``, ``im0001.vk
 mmseg the first 10 (sorted) go to ``training``, the rest to ``validation``. Images become
 ``im0001.png``, masks ``im0001.ah.png`` / ``im0001.vk.png`` with values 0/1.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -19,13 +18,10 @@ TRAINING_LEN = 10
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, os.path.join("data", "STARE"))
   parser.add_argument("image_path", help="stare-images.tar")
   parser.add_argument("labels_ah", help="labels-ah.tar")
   parser.add_argument("labels_vk", help="labels-vk.tar")
-  parser.add_argument("-o", "--out_dir", default=os.path.join("data", "STARE"))
-  parser.add_argument("--tmp_dir", help="where to unpack (default: system temp)")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   jobs = []
   with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:

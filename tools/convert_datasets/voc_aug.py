@@ -7,7 +7,6 @@ Reads ``VOCaug/dataset/cls/*.mat`` (``GTcls.Segmentation``) and ``VOCaug/dataset
 ``aug.txt`` lists SBD images in neither VOC train nor val, ``trainaug.txt`` VOC train plus those
 (10582 names on the full data, as mmseg checks).
 """
-import argparse
 import os
 import sys
 
@@ -32,11 +31,9 @@ def read_list(path: str) -> list[str]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = prepare.argument_parser(__doc__, out_help="default: devkit_path/VOC2012/SegmentationClassAug", unpacks=False)
   parser.add_argument("devkit_path", help="VOCdevkit (holding VOC2012)")
   parser.add_argument("aug_path", help="the unpacked SBD benchmark (holding dataset/cls)")
-  parser.add_argument("-o", "--out_dir", help="default: devkit_path/VOC2012/SegmentationClassAug")
-  parser.add_argument("--nproc", default=1, type=int)
   args = parser.parse_args(argv)
   out_dir = args.out_dir or os.path.join(args.devkit_path, "VOC2012", "SegmentationClassAug")
   cls_dir = prepare.require(os.path.join(args.aug_path, "dataset", "cls"), "SBD class maps")
