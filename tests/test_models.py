@@ -118,22 +118,29 @@ def test_frozen_stages_and_norm_eval():
 
 
 def test_with_cp_gives_the_same_gradients():
-  def model(with_cp):
+  def model(with_cp, **cp):
     return build_segmentor(dict(
         type="EncoderDecoder",
         backbone=dict(type="ResNetV1d", depth=50, stem_channels=8, base_channels=8, with_cp=with_cp,
-                      norm_cfg=BN),
+                      norm_cfg=BN, **cp),
         decode_head=dict(type="FCNHead", in_channels=256, in_index=3, channels=8, num_convs=1,
                          concat_input=False, num_classes=3, norm_cfg=BN, dropout_ratio=0.0)))
   x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 64, 3)), jnp.float32)
   plain, remat = model(False), model(True)
+  per_stage = model((False, True, False, True), cp_policy="dots_saveable")
   v = plain.init(jax.random.PRNGKey(0), x)
 
   def grads(m):
     return jax.grad(lambda p: (m.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True,
                                        mutable=["batch_stats"])[0]["decode"] ** 2).mean())(v["params"])
 
-  for a, b in zip(jax.tree.leaves(grads(plain)), jax.tree.leaves(grads(remat))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  reference = jax.tree.leaves(grads(plain))
+  for other in (remat, per_stage):
+    for a, b in zip(reference, jax.tree.leaves(grads(other))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  # the remat really is there: the per-stage model's gradient jaxpr holds checkpoint calls
+  jaxpr = str(jax.make_jaxpr(lambda p: jax.grad(lambda q: per_stage.apply(
+      {"params": q, "batch_stats": v["batch_stats"]}, x)["decode"].sum())(p))(v["params"]))
+  assert jaxpr.count("checkpoint") + jaxpr.count("remat") >= 2
   # ResNetV1d: layer1's shortcut is AvgPool(1) (no params), conv (``1``), norm (``2``).
   assert sorted(v["params"]["backbone"]["layer1"]["0"]["downsample"]) == ["1", "2"]

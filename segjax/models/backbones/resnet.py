@@ -150,7 +150,11 @@ class ResNet(nn.Module):
   frozen_stages: int = -1
   norm_cfg: dict = None
   norm_eval: bool = False
-  with_cp: bool = False
+  # mmcv's gradient checkpointing: True (every stage) or one bool per stage (segjax); the
+  # stage is recomputed in the backward pass, keeping what ``cp_policy`` (a name in
+  # ``jax.checkpoint_policies``, e.g. 'dots_saveable') allows.
+  with_cp: bool | Sequence[bool] = False
+  cp_policy: str | None = None
   multi_grid: Sequence[int] | None = None
   contract_dilation: bool = False
   groups: int = 1
@@ -201,7 +205,10 @@ class ResNet(nn.Module):
       downsample = None
       if stride != 1 or inplanes != planes * block_cls.expansion:
         downsample = (stride, 1) if self.avg_down else (0, stride)
-      layer_cls = nn.remat(ResLayer, static_argnums=(2,)) if self.with_cp else ResLayer
+      layer_cls = ResLayer
+      if self.with_cp if isinstance(self.with_cp, bool) else self.with_cp[i]:
+        policy = getattr(jax.checkpoint_policies, self.cp_policy) if self.cp_policy else None
+        layer_cls = nn.remat(ResLayer, static_argnums=(2,), policy=policy)
       x = layer_cls(block_cls, planes, num_blocks, stride, tuple(block_dilations), downsample,
                     block_kwargs, name=f"layer{i + 1}")(x, bn_train)
       inplanes = planes * block_cls.expansion
