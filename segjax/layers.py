@@ -144,10 +144,40 @@ class DepthwiseConv(nn.Module):
     return out
 
 
+class PointwiseConv(nn.Module):
+  """Unpadded 1x1 ``nn.Conv2d`` as a matrix product over the channel axis.
+
+  Same parameters as ``nn.Conv`` (kernel (1, 1, C_in, C_out)), so checkpoints convert unchanged.
+  XLA's CPU backend runs a dot through YNNPACK's GEMM but a 1x1 convolution through Eigen's
+  convolution, about half as fast forward and backward (experiments/bench/README.md). A stride
+  is a strided slice first, which is what PyTorch's unpadded 1x1 convolution computes.
+  """
+  features: int
+  strides: tuple
+  use_bias: bool
+  kernel_init: Any
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+    sh, sw = self.strides
+    if (sh, sw) != (1, 1):
+      x = x[:, ::sh, ::sw]
+    out = jax.lax.dot_general(x, kernel[0, 0].astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    if self.use_bias:
+      out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
+    return out
+
+
 def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
            use_bias=True, name=None, kernel_init=kaiming_fan_out):
-  """``nn.Conv2d`` with PyTorch's explicit symmetric padding (depthwise convs: DepthwiseConv)."""
+  """``nn.Conv2d`` with PyTorch's explicit symmetric padding.
+
+  Depthwise convs are a DepthwiseConv and unpadded 1x1 convs a PointwiseConv (faster on CPU).
+  """
   ph, pw = _pair(padding)
+  if _pair(kernel_size) == (1, 1) and (ph, pw) == (0, 0) and groups == 1:
+    return PointwiseConv(features, _pair(stride), use_bias, kernel_init, name=name)
   if groups > 1 and groups == features:
     return DepthwiseConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
                          _pair(dilation), use_bias, kernel_init, name=name)
@@ -157,6 +187,89 @@ def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1
                  name=name)
 
 
+def _channel_sum(x2d: jax.Array) -> jax.Array:
+  """Sum of (M, C) over M in float32, as a product with a ones vector.
+
+  XLA's CPU backend rewrites a large ``reduce`` into a ``reduce-window`` tree that ran ~25x slower
+  than this dot (YNNPACK) for BatchNorm-sized inputs (experiments/bench/README.md).
+  """
+  ones = jnp.ones((x2d.shape[0],), x2d.dtype)
+  return jax.lax.dot_general(ones, x2d, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, eps: float):
+  """Training-mode BatchNorm over all axes but the last: ``(y, batch_mean, biased_batch_var)``.
+
+  Statistics are float32 whatever ``x``'s dtype; ``y`` has ``x``'s dtype. The backward pass is
+  written out so that its reductions are dots too (see ``_channel_sum``).
+  """
+  return _batch_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, eps):
+  x2d = x.reshape(-1, x.shape[-1])
+  count = x2d.shape[0]
+  mean = _channel_sum(x2d) / count
+  centered = x2d.astype(jnp.float32) - mean
+  var = _channel_sum(centered * centered) / count
+  inv = jax.lax.rsqrt(var + eps)
+  y = centered * (inv * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
+  return (y.astype(x.dtype).reshape(x.shape), mean, var), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_bwd(eps, res, cotangents):
+  del eps
+  x, mean, inv, scale, bias = res
+  dy, dmean, dvar = cotangents
+  x2d = x.reshape(-1, x.shape[-1])
+  count = x2d.shape[0]
+  xhat = (x2d.astype(jnp.float32) - mean) * inv
+  dy2d = dy.reshape(x2d.shape).astype(jnp.float32)
+  dbias = _channel_sum(dy2d)
+  dscale = _channel_sum(dy2d * xhat)
+  g = scale.astype(jnp.float32) * inv
+  dx = g * (dy2d - (dbias + xhat * dscale) / count)
+  # The statistics are outputs too (running averages); their cotangents are zero in training but
+  # are honoured: d mean/dx = 1/M, d var/dx = 2 (x - mean)/M.
+  dx = dx + (dmean + 2.0 * dvar * xhat / inv) / count
+  return dx.astype(x.dtype).reshape(x.shape), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nn.Module):
+  """``nn.BatchNorm2d`` over the last axis, with PyTorch's running-statistics rule.
+
+  Parameters ``scale``/``bias`` and statistics ``mean``/``var`` are named as flax's BatchNorm
+  names them. Training normalises with the biased batch variance and updates
+  ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance, as PyTorch
+  does. Under jit over a batch-sharded mesh the statistics are global (SyncBN).
+  """
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool):
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    if use_running_average:
+      mul = scale.astype(jnp.float32) * jax.lax.rsqrt(ra_var.value + self.epsilon)
+      add = bias.astype(jnp.float32) - ra_mean.value * mul
+      return (x * mul.astype(x.dtype) + add.astype(x.dtype)).astype(x.dtype)
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      count = x.size // features
+      unbiased = var * (count / max(count - 1, 1))
+      ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * jax.lax.stop_gradient(mean)
+      ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * jax.lax.stop_gradient(unbiased)
+    return y
+
+
 NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "GN": "gn", "LN": "ln"}
 
 
@@ -164,9 +277,7 @@ def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
   """Build the norm of ``norm_cfg`` (mmcv ``build_norm_layer``); returns a callable(x, train)."""
   kind = norm_cfg["type"]
   if kind in ("BN", "SyncBN"):
-    # PyTorch momentum 0.1 == flax momentum 0.9; eps 1e-5. Under jit over a batch-sharded mesh
-    # the statistics are global, i.e. SyncBN.
-    bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name)
+    bn = BatchNorm(momentum=0.1, epsilon=1e-5, name=name)
     return lambda x, train: bn(x, use_running_average=(not train) or frozen)
   if kind == "GN":
     gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=1e-5, name=name)

@@ -36,16 +36,21 @@ def test_adaptive_pool_bins_follow_pytorch_rule():
   np.testing.assert_allclose(m, [[.5, .5, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, .5, .5]])
 
 
-@pytest.mark.parametrize("k,stride,padding,dilation,groups", [(3, 2, 1, 1, 1), (3, 1, 4, 4, 1),
-                                                               (7, 2, 3, 1, 1), (3, 1, 12, 12, 8)])
-def test_conv_padding_matches_torch(k, stride, padding, dilation, groups):
+# Rows: XLA convolutions with explicit padding, 1x1 convs as matrix products (PointwiseConv, odd
+# sizes with a stride), depthwise convs as shifted slices (DepthwiseConv, groups == channels).
+@pytest.mark.parametrize("k,stride,padding,dilation,groups,out_ch", [
+    (3, 2, 1, 1, 1, 16), (3, 1, 4, 4, 1, 16), (7, 2, 3, 1, 1, 16), (3, 1, 12, 12, 8, 16),
+    (1, 1, 0, 1, 1, 16), (1, 2, 0, 1, 1, 16), (1, 1, 1, 1, 1, 16), (3, 2, 2, 2, 8, 8)])
+def test_conv_matches_torch(k, stride, padding, dilation, groups, out_ch):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(1, 8, 19, 23)).astype(np.float32)
-  w = rng.normal(size=(16, 8 // groups, k, k)).astype(np.float32)
-  ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=padding,
-                 dilation=dilation, groups=groups).numpy().transpose(0, 2, 3, 1)
-  conv = layers.conv2d(16, k, stride, padding, dilation, groups, use_bias=False)
-  out = conv.apply({"params": {"kernel": w.transpose(2, 3, 1, 0)}}, x.transpose(0, 2, 3, 1))
+  w = rng.normal(size=(out_ch, 8 // groups, k, k)).astype(np.float32)
+  b = rng.normal(size=(out_ch,)).astype(np.float32)
+  ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride,
+                 padding=padding, dilation=dilation, groups=groups).numpy().transpose(0, 2, 3, 1)
+  conv = layers.conv2d(out_ch, k, stride, padding, dilation, groups, use_bias=True)
+  out = conv.apply({"params": {"kernel": w.transpose(2, 3, 1, 0), "bias": b}}, x.transpose(0, 2, 3, 1))
+  assert out.shape == ref.shape
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
 
 
@@ -60,3 +65,62 @@ def test_max_pool_matches_torch():
   x = np.random.default_rng(4).normal(size=(1, 3, 9, 10)).astype(np.float32)
   ref = torch.nn.MaxPool2d(3, 2, 1)(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
   np.testing.assert_allclose(np.asarray(layers.max_pool_3x3_s2(jnp.asarray(x.transpose(0, 2, 3, 1)))), ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_norm_train_matches_torch(dtype):
+  """Output, input/scale/bias gradients and running statistics (unbiased variance) of one
+  training-mode step equal ``nn.BatchNorm2d``'s."""
+  import jax
+  rng = np.random.default_rng(5)
+  x = (rng.normal(size=(2, 6, 7, 5)) * 3 + 2).astype(np.float32)
+  w, b = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+  cot = rng.normal(size=(2, 6, 7, 5)).astype(np.float32)
+  bn_t = torch.nn.BatchNorm2d(6)
+  with torch.no_grad():
+    bn_t.weight.copy_(torch.from_numpy(w)); bn_t.bias.copy_(torch.from_numpy(b))
+    bn_t.running_mean.uniform_(); bn_t.running_var.uniform_(1, 2)
+  run_mean, run_var = bn_t.running_mean.numpy().copy(), bn_t.running_var.numpy().copy()
+  xt = torch.from_numpy(x).requires_grad_()
+  yt = bn_t(xt)
+  (yt * torch.from_numpy(cot)).sum().backward()
+
+  bn = layers.BatchNorm()
+  variables = {"params": {"scale": jnp.asarray(w), "bias": jnp.asarray(b)},
+               "batch_stats": {"mean": jnp.asarray(run_mean), "var": jnp.asarray(run_var)}}
+  to_nhwc = lambda a: jnp.asarray(a.transpose(0, 2, 3, 1))
+  cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+
+  def loss(params, xs):
+    y, new = bn.apply({"params": cast(params), "batch_stats": variables["batch_stats"]}, xs.astype(dtype),
+                      use_running_average=False, mutable=["batch_stats"])
+    return jnp.sum(y.astype(jnp.float32) * to_nhwc(cot)), (y, new["batch_stats"])
+
+  (_, (y, stats)), (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      variables["params"], to_nhwc(x))
+  tol = 1e-4 if dtype == "float32" else 5e-2
+  np.testing.assert_allclose(np.asarray(y, np.float32), yt.detach().numpy().transpose(0, 2, 3, 1),
+                             atol=tol, rtol=tol)
+  np.testing.assert_allclose(np.asarray(gx, np.float32), xt.grad.numpy().transpose(0, 2, 3, 1),
+                             atol=tol, rtol=tol)
+  np.testing.assert_allclose(np.asarray(gp["scale"]), bn_t.weight.grad.numpy(), atol=tol, rtol=tol)
+  np.testing.assert_allclose(np.asarray(gp["bias"]), bn_t.bias.grad.numpy(), atol=tol, rtol=tol)
+  # Statistics stay float32 in mixed precision: same tolerance for both dtypes but for the input
+  # rounding to bf16.
+  stat_tol = 1e-5 if dtype == "float32" else 2e-2
+  np.testing.assert_allclose(np.asarray(stats["mean"]), bn_t.running_mean.numpy(), rtol=stat_tol, atol=stat_tol)
+  np.testing.assert_allclose(np.asarray(stats["var"]), bn_t.running_var.numpy(), rtol=stat_tol, atol=stat_tol)
+  assert stats["mean"].dtype == jnp.float32 and stats["var"].dtype == jnp.float32
+
+
+def test_batch_norm_eval_uses_running_statistics():
+  x = np.random.default_rng(6).normal(size=(1, 3, 4, 4)).astype(np.float32)
+  bn_t = torch.nn.BatchNorm2d(4).eval()
+  with torch.no_grad():
+    bn_t.running_mean.uniform_(); bn_t.running_var.uniform_(1, 2); bn_t.weight.uniform_()
+  variables = {"params": {"scale": jnp.asarray(bn_t.weight.detach().numpy()), "bias": jnp.zeros(4)},
+               "batch_stats": {"mean": jnp.asarray(bn_t.running_mean.numpy()),
+                               "var": jnp.asarray(bn_t.running_var.numpy())}}
+  y = layers.BatchNorm().apply(variables, jnp.asarray(x), use_running_average=True)
+  ref = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
