@@ -124,3 +124,25 @@ def test_batch_norm_eval_uses_running_statistics():
   y = layers.BatchNorm().apply(variables, jnp.asarray(x), use_running_average=True)
   ref = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
   np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2)])
+def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
+  """DepthwiseConv's hand-written backward: input and kernel gradients equal PyTorch's."""
+  import jax
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)
+  w = rng.normal(size=(5, 1, 3, 3)).astype(np.float32)
+  xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+  yt = F.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=5)
+  cot = rng.normal(size=yt.shape).astype(np.float32)
+  (yt * torch.from_numpy(cot)).sum().backward()
+  conv = layers.conv2d(5, 3, stride, padding, dilation, groups=5, use_bias=False)
+
+  def loss(kernel, x_nhwc):
+    y = conv.apply({"params": {"kernel": kernel}}, x_nhwc)
+    return jnp.sum(y * cot.transpose(0, 2, 3, 1))
+
+  dkernel, dx = jax.grad(loss, argnums=(0, 1))(jnp.asarray(w.transpose(2, 3, 1, 0)), jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dkernel), wt.grad.numpy().transpose(2, 3, 1, 0), atol=1e-3)
