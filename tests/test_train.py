@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -92,6 +93,35 @@ def test_killed_run_resumes_to_identical_parameters(tiny_dataset, tmp_path, monk
   monkeypatch.setattr(sharding, "global_batch", real_global_batch)
   loop.train_and_evaluate(tiny_config(tiny_dataset), killed)  # resumes at step 3
 
+  a, b = _params(full), _params(killed)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg="/".join(k))
+
+
+def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
+  """SIGKILL (no chance to save) after the step-2 checkpoint: the resumed run repeats the lost
+  steps from that checkpoint and its data position, and ends bitwise equal to an unbroken run."""
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  total = 12
+  loop.train_and_evaluate(tiny_config(tiny_dataset, total_iters=total), full)
+  script = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
+            "from test_train import tiny_config\nfrom segjax.train import loop\n"
+            f"loop.train_and_evaluate(tiny_config({tiny_dataset!r}, total_iters={total}), {killed!r})\n")
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+  ckpt_dir = os.path.join(killed, "checkpoints")
+
+  def finished_steps():  # orbax renames a step's folder to the bare number once it is complete
+    names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+    return sorted(int(n) for n in names if n.isdigit())
+
+  deadline = time.monotonic() + 300
+  while not finished_steps() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  assert finished_steps() and max(finished_steps()) < total, finished_steps()
+  loop.train_and_evaluate(tiny_config(tiny_dataset, total_iters=total), killed)
   a, b = _params(full), _params(killed)
   assert a.keys() == b.keys()
   for k in a:
