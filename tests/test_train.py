@@ -101,14 +101,19 @@ def test_killed_run_resumes_to_identical_parameters(tiny_dataset, tmp_path, monk
 
 def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
   """SIGKILL (no chance to save) after the step-2 checkpoint: the resumed run repeats the lost
-  steps from that checkpoint and its data position, and ends bitwise equal to an unbroken run."""
+  steps from that checkpoint and its data position, and ends bitwise equal to an unbroken run.
+  All three runs are processes of their own with one environment, so they compile alike."""
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   total = 12
-  loop.train_and_evaluate(tiny_config(tiny_dataset, total_iters=total), full)
-  script = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
-            "from test_train import tiny_config\nfrom segjax.train import loop\n"
-            f"loop.train_and_evaluate(tiny_config({tiny_dataset!r}, total_iters={total}), {killed!r})\n")
-  proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+
+  def run(workdir):
+    script = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
+              "from test_train import tiny_config\nfrom segjax.train import loop\n"
+              f"loop.train_and_evaluate(tiny_config({tiny_dataset!r}, total_iters={total}), {workdir!r})\n")
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=dict(os.environ))
+
+  assert run(full).wait(timeout=600) == 0
+  proc = run(killed)
   ckpt_dir = os.path.join(killed, "checkpoints")
 
   def finished_steps():  # orbax renames a step's folder to the bare number once it is complete
@@ -121,7 +126,7 @@ def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
   proc.kill()
   proc.wait()
   assert finished_steps() and max(finished_steps()) < total, finished_steps()
-  loop.train_and_evaluate(tiny_config(tiny_dataset, total_iters=total), killed)
+  assert run(killed).wait(timeout=600) == 0
   a, b = _params(full), _params(killed)
   assert a.keys() == b.keys()
   for k in a:
