@@ -260,7 +260,7 @@ class BatchNorm(nn.Module):
     if use_running_average:
       mul = scale.astype(jnp.float32) * jax.lax.rsqrt(ra_var.value + self.epsilon)
       add = bias.astype(jnp.float32) - ra_mean.value * mul
-      return (x * mul.astype(x.dtype) + add.astype(x.dtype)).astype(x.dtype)
+      return x * mul.astype(x.dtype) + add.astype(x.dtype)
     y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
     if not self.is_initializing():
       count = x.size // features

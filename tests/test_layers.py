@@ -128,7 +128,7 @@ def test_batch_norm_eval_uses_running_statistics():
 
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2)])
 def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
-  """DepthwiseConv's hand-written backward: input and kernel gradients equal PyTorch's."""
+  """DepthwiseConv (shifted slices): input and kernel gradients equal PyTorch's."""
   import jax
   rng = np.random.default_rng(6)
   x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)

@@ -66,8 +66,13 @@ def test_train_steps_reduce_loss(tiny_dataset):
   assert int(state.step) == 15
 
 
-def _params(workdir):
-  return traverse_util.flatten_dict(checkpoint.load_variables(workdir))
+def _assert_same_params(workdir_a, workdir_b):
+  """The two runs' final checkpoints hold bitwise-equal variables."""
+  a = traverse_util.flatten_dict(checkpoint.load_variables(workdir_a))
+  b = traverse_util.flatten_dict(checkpoint.load_variables(workdir_b))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg="/".join(k))
 
 
 def test_killed_run_resumes_to_identical_parameters(tiny_dataset, tmp_path, monkeypatch):
@@ -93,10 +98,7 @@ def test_killed_run_resumes_to_identical_parameters(tiny_dataset, tmp_path, monk
   monkeypatch.setattr(sharding, "global_batch", real_global_batch)
   loop.train_and_evaluate(tiny_config(tiny_dataset), killed)  # resumes at step 3
 
-  a, b = _params(full), _params(killed)
-  assert a.keys() == b.keys()
-  for k in a:
-    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg="/".join(k))
+  _assert_same_params(full, killed)
 
 
 def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
@@ -110,7 +112,7 @@ def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
     script = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
               "from test_train import tiny_config\nfrom segjax.train import loop\n"
               f"loop.train_and_evaluate(tiny_config({tiny_dataset!r}, total_iters={total}), {workdir!r})\n")
-    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=dict(os.environ))
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
 
   assert run(full).wait(timeout=600) == 0
   proc = run(killed)
@@ -127,10 +129,7 @@ def test_sigkilled_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
   proc.wait()
   assert finished_steps() and max(finished_steps()) < total, finished_steps()
   assert run(killed).wait(timeout=600) == 0
-  a, b = _params(full), _params(killed)
-  assert a.keys() == b.keys()
-  for k in a:
-    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg="/".join(k))
+  _assert_same_params(full, killed)
 
 
 def _main(*args, timeout=300):
