@@ -258,8 +258,10 @@ class BatchNorm(nn.Module):
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
     ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
     if use_running_average:
-      mul = scale.astype(jnp.float32) * jax.lax.rsqrt(ra_var.value + self.epsilon)
-      add = bias.astype(jnp.float32) - ra_mean.value * mul
+      # Statistics in float32 at least (bfloat16 activations), float64 when x is.
+      stat = jnp.promote_types(x.dtype, jnp.float32)
+      mul = scale.astype(stat) * jax.lax.rsqrt(ra_var.value.astype(stat) + self.epsilon)
+      add = bias.astype(stat) - ra_mean.value.astype(stat) * mul
       return x * mul.astype(x.dtype) + add.astype(x.dtype)
     y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
     if not self.is_initializing():
@@ -273,19 +275,30 @@ class BatchNorm(nn.Module):
 NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "GN": "gn", "LN": "ln"}
 
 
+# Keys of mmcv's norm_cfg beyond ``type``: ``requires_grad`` is the optimizer's business (frozen
+# stages); ``eps``/``momentum``/``num_groups`` are passed to the layer as mmcv passes them.
+NORM_KEYS = {"BN": {"requires_grad", "eps", "momentum"}, "GN": {"requires_grad", "eps", "num_groups"},
+             "LN": {"requires_grad", "eps"}}
+
+
 def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
   """Build the norm of ``norm_cfg`` (mmcv ``build_norm_layer``); returns a callable(x, train)."""
   kind = norm_cfg["type"]
+  if kind not in NORM_NAMES:
+    raise ValueError(f"norm_cfg.type={kind!r} is not supported; expected one of {sorted(NORM_NAMES)}")
+  known = NORM_KEYS["BN" if kind == "SyncBN" else kind]
+  unknown = sorted(set(norm_cfg) - known - {"type"})
+  if unknown:
+    raise ValueError(f"norm_cfg {norm_cfg} has keys {unknown} that {kind} does not take; expected {sorted(known)}")
+  eps = norm_cfg.get("eps", 1e-5)
   if kind in ("BN", "SyncBN"):
-    bn = BatchNorm(momentum=0.1, epsilon=1e-5, name=name)
+    bn = BatchNorm(momentum=norm_cfg.get("momentum", 0.1), epsilon=eps, name=name)
     return lambda x, train: bn(x, use_running_average=(not train) or frozen)
   if kind == "GN":
-    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=1e-5, name=name)
+    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, name=name)
     return lambda x, train: gn(x)
-  if kind == "LN":
-    ln = nn.LayerNorm(epsilon=1e-5, name=name)
-    return lambda x, train: ln(x)
-  raise ValueError(f"norm_cfg.type={kind!r} is not supported; expected one of {sorted(NORM_NAMES)}")
+  ln = nn.LayerNorm(epsilon=eps, name=name)
+  return lambda x, train: ln(x)
 
 
 ACTIVATIONS = {"ReLU": nn.relu, "GELU": functools.partial(nn.gelu, approximate=False),

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import jax
 import jax.numpy as jnp
 
 from segjax import layers
@@ -124,6 +125,38 @@ def test_batch_norm_eval_uses_running_statistics():
   y = layers.BatchNorm().apply(variables, jnp.asarray(x), use_running_average=True)
   ref = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
   np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
+
+
+def test_norm_cfg_eps_and_momentum_reach_the_layer():
+  """``norm_cfg=dict(type='BN', eps=1e-3, momentum=0.01)`` acts as ``nn.BatchNorm2d(eps=1e-3,
+  momentum=0.01)``: training output and running statistics; evaluation output."""
+  import flax.linen as nn
+
+  class Norm(nn.Module):
+    cfg: dict
+
+    @nn.compact
+    def __call__(self, x, train):
+      return layers.norm_layer(self.cfg, name="bn")(x, train)
+
+  rng = np.random.default_rng(7)
+  x = (rng.normal(size=(2, 3, 5, 4)) * 0.05).astype(np.float32)  # small variance: eps matters
+  bn_t = torch.nn.BatchNorm2d(4, eps=1e-3, momentum=0.01)
+  model = Norm({"type": "SyncBN", "eps": 1e-3, "momentum": 0.01, "requires_grad": True})
+  variables = model.init(jax.random.PRNGKey(0), x, False)
+  y, new = model.apply(variables, x, True, mutable=["batch_stats"])
+  ref = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(new["batch_stats"]["bn"]["mean"]), bn_t.running_mean.numpy(), atol=1e-7)
+  np.testing.assert_allclose(np.asarray(new["batch_stats"]["bn"]["var"]), bn_t.running_var.numpy(), rtol=1e-6)
+  y = model.apply({"params": variables["params"], **new}, x, False)
+  ref = bn_t.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(y), ref, atol=1e-5)
+
+
+def test_norm_cfg_unknown_key_is_named():
+  with pytest.raises(ValueError, match=r"\['affine'\].*BN does not take"):
+    layers.norm_layer({"type": "BN", "affine": False})
 
 
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2)])
