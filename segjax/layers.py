@@ -105,8 +105,73 @@ def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _depthwise_taps(x, kernel, out_hw, strides, dilation):
+  """sum_ij x[:, i*dh + sh*o, j*dw + sw*p] * kernel[i, j] (x already padded; kernel (kh, kw, C))."""
+  (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, out_hw
+  out = None
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
+      tap = x[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw]
+      term = tap * kernel[i, j]
+      out = term if out is None else out + term
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def depthwise_conv(x, kernel, strides, padding, dilation):
+  """Depthwise ``F.conv2d`` (groups == C) of NHWC ``x`` with ``kernel`` (kh, kw, C), written as
+  shifted, per-channel scaled slices; ``padding`` is ((top, bottom), (left, right))."""
+  return _depthwise_fwd(x, kernel, strides, padding, dilation)[0]
+
+
+def _depthwise_out_hw(padded_hw, kernel_hw, strides, dilation):
+  return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(padded_hw, kernel_hw, strides, dilation))
+
+
+def _depthwise_fwd(x, kernel, strides, padding, dilation):
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_hw = _depthwise_out_hw(xp.shape[1:3], kernel.shape[:2], strides, dilation)
+  # The residual is x, not its padded copy: x is live anyway (its producer's backward needs it),
+  # the padded copy of DeepLabV3+'s dilation-36 input would be 2.2x its size.
+  return _depthwise_taps(xp, kernel, out_hw, strides, dilation), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, dilation, res, dy):
+  # Autodiff of the slices gives one multiply-and-reduce per tap, and XLA fuses the whole chain
+  # producing dy (BatchNorm and ReLU backward) into each of them: nine recomputations per conv,
+  # 7 s of DeepLabV3+'s 25 s step. A loop over the taps makes dy a loop operand, which XLA must
+  # materialise once; each tap's kernel gradient is a dot with ones (_channel_sum).
+  x, kernel = res
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
+  (pt, _), (pl, _) = padding
+  batch, out_h, out_w, channels = dy.shape
+  window = (batch, sh * (out_h - 1) + 1, sw * (out_w - 1) + 1, channels)
+
+  def tap_gradient(tap):
+    i, j = tap // kw, tap % kw
+    x_tap = jax.lax.dynamic_slice(xp, (0, i * dh, j * dw, 0), window)[:, ::sh, ::sw]
+    return _channel_sum((x_tap * dy).reshape(-1, channels))
+
+  dkernel = jax.lax.map(tap_gradient, jnp.arange(kh * kw)).reshape(kh, kw, channels)
+  # dx[h] = sum_i dy_up[h + pt - i*dh] k[i], dy_up = dy with (stride - 1) zeros between rows/cols:
+  # a stride-1 correlation of dy_up, padded by (k - 1) * d - p in front, with the flipped kernel.
+  height, width = x.shape[1:3]
+  lo_h, lo_w = (kh - 1) * dh - pt, (kw - 1) * dw - pl
+  hi_h = height + (kh - 1) * dh - lo_h - ((out_h - 1) * sh + 1)
+  hi_w = width + (kw - 1) * dw - lo_w - ((out_w - 1) * sw + 1)
+  zero = jnp.zeros((), dy.dtype)
+  dy_padded = jax.lax.pad(dy, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
+  dx = _depthwise_taps(dy_padded, kernel[::-1, ::-1], (height, width), (1, 1), dilation)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
 class DepthwiseConv(nn.Module):
-  """Depthwise ``nn.Conv2d`` (groups == channels) as a sum of shifted, per-channel scaled slices.
+  """Depthwise ``nn.Conv2d`` (groups == channels): ``depthwise_conv``, a sum of shifted,
+  per-channel scaled slices with a written-out backward pass.
 
   Same parameters as ``nn.Conv(feature_group_count=C)`` (kernel (kh, kw, 1, C)), so checkpoints
   convert unchanged; XLA's CPU grouped convolution was slower than this for DeepLabV3+'s dilated
@@ -125,20 +190,9 @@ class DepthwiseConv(nn.Module):
     if x.shape[-1] != self.features:
       raise ValueError(f"DepthwiseConv: {self.features} channels expected, input has {x.shape[-1]}")
     kh, kw = self.kernel_size
-    (pt, pb), (pl, pr) = self.padding
-    dh, dw = self.kernel_dilation
-    sh, sw = self.strides
     kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), jnp.float32)
-    kernel = kernel.astype(x.dtype)
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out_h = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    out = None
-    for i in range(kh):
-      for j in range(kw):
-        tap = x[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw]
-        term = tap * kernel[i, j, 0]
-        out = term if out is None else out + term
+    out = depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), tuple(self.strides), tuple(map(tuple, self.padding)),
+                         tuple(self.kernel_dilation))
     if self.use_bias:
       out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
     return out

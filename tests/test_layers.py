@@ -159,9 +159,10 @@ def test_norm_cfg_unknown_key_is_named():
     layers.norm_layer({"type": "BN", "affine": False})
 
 
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2)])
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2), (3, 0, 1), (2, 4, 3)])
 def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
-  """DepthwiseConv (shifted slices): input and kernel gradients equal PyTorch's."""
+  """DepthwiseConv (shifted slices, written-out backward): input and kernel gradients equal
+  PyTorch's, with strides that leave rows and columns unused."""
   import jax
   rng = np.random.default_rng(6)
   x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)
