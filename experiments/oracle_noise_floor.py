@@ -21,6 +21,10 @@ from conftest import ORACLE  # noqa: E402
 from test_oracle_models import CASES, float64_noise_floor, outputs, reference  # noqa: E402
 
 
+def dist(a, b):
+  return np.abs(a - b).max()
+
+
 def main():
   print("| case | output | floor | mmseg32 - segjax64 | segjax32 - segjax64 | segjax32 - mmseg32 |")
   print("|---|---|---:|---:|---:|---:|")
@@ -30,7 +34,6 @@ def main():
     out = jax.jit(functools.partial(outputs, model))(variables, x)
     for key in ("feat_3", "head_logits", "logits"):
       ref, ours = reference(d, key), np.asarray(out[key])
-      dist = lambda a, b: np.abs(a - b).max()
       print(f"| {name} | {key} | {noise[key]:.2g} | {dist(ref, exact[key]):.2g} | {dist(ours, exact[key]):.2g} "
             f"| {dist(ours, ref):.2g} |", flush=True)
 
