@@ -124,7 +124,7 @@ def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
   model_cfg = to_plain(model_cfg)
   model = build_segmentor(model_cfg)
   if checkpoint is None:
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
   elif checkpoint.endswith((".pth", ".pt")):
     from segjax.convert import convert_checkpoint
     variables = convert_checkpoint(checkpoint, model)

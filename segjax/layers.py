@@ -117,11 +117,45 @@ def _depthwise_taps(x, kernel, out_hw, strides, dilation):
   return out
 
 
+def _tap_range(size, out_size, offset, stride):
+  """Outputs o whose input index offset + stride * o falls inside [0, size): (first, last)."""
+  first = max(0, -(offset // stride))
+  last = min(out_size - 1, (size - 1 - offset) // stride)
+  return first, last
+
+
+def _depthwise_taps_unpadded(x, kernel, padding, strides, dilation):
+  """``_depthwise_taps`` of the padded x without the padded copy: each tap is a slice of x,
+  zero-padded to the output (XLA fuses the pads into the sum, reading x in place)."""
+  (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
+  (pt, pb), (pl, pr) = padding
+  height, width = x.shape[1:3]
+  out_h, out_w = _depthwise_out_hw((height + pt + pb, width + pl + pr), (kh, kw), strides, dilation)
+  out = jnp.zeros((x.shape[0], out_h, out_w, x.shape[3]), jnp.result_type(x, kernel))
+  for i in range(kh):
+    top, bottom = _tap_range(height, out_h, i * dh - pt, sh)
+    for j in range(kw):
+      left, right = _tap_range(width, out_w, j * dw - pl, sw)
+      if top > bottom or left > right:  # this tap sees only padding
+        continue
+      row, col = i * dh - pt + sh * top, j * dw - pl + sw * left
+      tap = x[:, row:row + sh * (bottom - top) + 1:sh, col:col + sw * (right - left) + 1:sw]
+      out = out + jnp.pad(tap * kernel[i, j], ((0, 0), (top, out_h - 1 - bottom),
+                                               (left, out_w - 1 - right), (0, 0)))
+  return out
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def depthwise_conv(x, kernel, strides, padding, dilation):
   """Depthwise ``F.conv2d`` (groups == C) of NHWC ``x`` with ``kernel`` (kh, kw, C), written as
-  shifted, per-channel scaled slices; ``padding`` is ((top, bottom), (left, right))."""
-  return _depthwise_fwd(x, kernel, strides, padding, dilation)[0]
+  shifted, per-channel scaled slices; ``padding`` is ((top, bottom), (left, right)).
+
+  Evaluated without differentiation (inference), the taps read x in place: DeepLabV3+'s
+  dilation-36 branch would otherwise pad a copy of its 2048-channel input to 2.2x its size.
+  Under differentiation ``_depthwise_fwd`` slices a padded copy, which was faster to train
+  (experiments/bench/README.md).
+  """
+  return _depthwise_taps_unpadded(x, kernel, padding, strides, dilation)
 
 
 def _depthwise_out_hw(padded_hw, kernel_hw, strides, dilation):

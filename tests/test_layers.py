@@ -162,7 +162,8 @@ def test_norm_cfg_unknown_key_is_named():
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2), (3, 0, 1), (2, 4, 3), (1, 18, 18)])
 def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
   """DepthwiseConv (shifted slices, written-out backward): output, input and kernel gradients
-  equal PyTorch's, with strides that leave rows and columns unused and taps that see only padding."""
+  equal PyTorch's, with strides that leave rows and columns unused and taps that see only padding;
+  the output both under differentiation (padded copy) and without it (taps read in place)."""
   import jax
   rng = np.random.default_rng(6)
   x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)
@@ -180,5 +181,7 @@ def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
   (_, y), (dkernel, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
       jnp.asarray(w.transpose(2, 3, 1, 0)), jnp.asarray(x.transpose(0, 2, 3, 1)))
   np.testing.assert_allclose(np.asarray(y), yt.detach().numpy().transpose(0, 2, 3, 1), atol=1e-5)
+  y_inference = conv.apply({"params": {"kernel": w.transpose(2, 3, 1, 0)}}, x.transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(np.asarray(y_inference), yt.detach().numpy().transpose(0, 2, 3, 1), atol=1e-5)
   np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-4)
   np.testing.assert_allclose(np.asarray(dkernel), wt.grad.numpy().transpose(2, 3, 1, 0), atol=1e-3)

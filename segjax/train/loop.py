@@ -47,7 +47,7 @@ class NonFiniteLossError(RuntimeError):
 
 def create_train_state(model, tx, rng, num_channels: int = 3) -> TrainState:
   init_rng, rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros((1, 64, 64, num_channels), jnp.float32))
+  variables = jax.jit(model.init)(init_rng, jnp.zeros((1, 64, 64, num_channels), jnp.float32))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=rng)
