@@ -24,7 +24,7 @@ import numpy as np
 from segjax import layers
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.config import to_plain
-from segjax.models import build_segmentor
+from segjax.models import build_segmentor, init_variables
 from segjax.models.segmentor import binary_threshold, encode_decode, inference_logits
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -124,7 +124,7 @@ def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
   model_cfg = to_plain(model_cfg)
   model = build_segmentor(model_cfg)
   if checkpoint is None:
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(model, jax.random.PRNGKey(0))
   elif checkpoint.endswith((".pth", ".pt")):
     from segjax.convert import convert_checkpoint
     variables = convert_checkpoint(checkpoint, model)

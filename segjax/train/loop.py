@@ -25,7 +25,7 @@ from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
-from segjax.models import build_segmentor
+from segjax.models import build_segmentor, init_variables
 from segjax.models.segmentor import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
@@ -47,7 +47,7 @@ class NonFiniteLossError(RuntimeError):
 
 def create_train_state(model, tx, rng, num_channels: int = 3) -> TrainState:
   init_rng, rng = jax.random.split(rng)
-  variables = jax.jit(model.init)(init_rng, jnp.zeros((1, 64, 64, num_channels), jnp.float32))
+  variables = init_variables(model, init_rng, num_channels)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=rng)
