@@ -85,10 +85,13 @@ def build_segmentor(model_cfg) -> nn.Module:
 # Initialisation runs once, so it is compiled for compile time: XLA's optimisations take most of
 # the ~15 s an optimised compile of 300 threefry initialisers needs (op-by-op it was ~25 s and
 # left ~0.4 GB of freed compile memory in the process). Values equal the eager init's to 1 ulp.
-_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def init_variables(model: nn.Module, rng: jax.Array, num_channels: int = 3) -> dict:
-  """``model.init`` on a 64x64 dummy batch, as one jitted program compiled without optimisations."""
+  """``model.init`` on a 64x64 dummy batch, as one jitted program compiled without optimisations
+  (called inside another jit or ``eval_shape``, it is traced into the caller's program)."""
   dummy = jnp.zeros((1, 64, 64, num_channels), jnp.float32)
-  return jax.jit(model.init).lower(rng, dummy).compile(_INIT_COMPILER_OPTIONS)(rng, dummy)
+  if isinstance(rng, jax.core.Tracer):  # inside the caller's jit, whose compiler options apply
+    return model.init(rng, dummy)
+  return jax.jit(model.init, compiler_options=INIT_COMPILER_OPTIONS)(rng, dummy)

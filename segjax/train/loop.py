@@ -25,7 +25,7 @@ from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
-from segjax.models import build_segmentor, init_variables
+from segjax.models import INIT_COMPILER_OPTIONS, build_segmentor, init_variables
 from segjax.models.segmentor import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
@@ -152,7 +152,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager = checkpoint.make_manager(workdir, config.checkpoint.max_to_keep)
   state, start_step = checkpoint.restore_latest(manager, abstract, data_iter)
   if state is None:
-    state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding)(rng)
+    state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding,
+                    compiler_options=INIT_COMPILER_OPTIONS)(rng)
     start_step = 0
     if model_cfg.get("pretrained"):
       state = _load_pretrained_backbone(state, model_cfg["pretrained"])
