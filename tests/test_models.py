@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.models import build_segmentor
+from segjax.models import build_segmentor, init_variables
 from configs.common import BN
 
 
@@ -166,3 +166,23 @@ def test_slide_inference_memory_does_not_grow_with_the_number_of_crops():
   bound = (large[0] * large[1] - small[0] * small[1]) * (5 + 1) * 4
   growth = temp_bytes(*large) - temp_bytes(*small)
   assert growth <= bound, (growth, bound)
+
+
+def test_init_variables_equals_flax_init_at_top_level_and_inside_jit():
+  """The unoptimised one-program init draws the same values as flax's op-by-op ``init`` (up to
+  the normal sampler's rounding), and is traced into a caller's jit (compiler options there are
+  only allowed on the outer jit)."""
+  import flax.linen as nn
+
+  class Tiny(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Conv(4, (3, 3))(x) + self.param("offset", nn.initializers.normal(), (4,))
+
+  key = jax.random.PRNGKey(3)
+  expected = Tiny().init(key, jnp.zeros((1, 64, 64, 3)))
+  for got in (init_variables(Tiny(), key), jax.jit(lambda k: init_variables(Tiny(), k))(key)):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6),
+                 got, expected)
+  assert jax.tree.map(jnp.shape, jax.eval_shape(lambda k: init_variables(Tiny(), k), key)) == \
+      jax.tree.map(jnp.shape, expected)
