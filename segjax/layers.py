@@ -105,18 +105,6 @@ def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _depthwise_taps(x, kernel, out_hw, strides, dilation):
-  """sum_ij x[:, i*dh + sh*o, j*dw + sw*p] * kernel[i, j] (x already padded; kernel (kh, kw, C))."""
-  (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, out_hw
-  out = None
-  for i in range(kernel.shape[0]):
-    for j in range(kernel.shape[1]):
-      tap = x[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw]
-      term = tap * kernel[i, j]
-      out = term if out is None else out + term
-  return out
-
-
 def _tap_range(size, out_size, offset, stride):
   """Outputs o whose input index offset + stride * o falls inside [0, size): (first, last)."""
   first = max(0, -(offset // stride))
@@ -124,14 +112,15 @@ def _tap_range(size, out_size, offset, stride):
   return first, last
 
 
-def _depthwise_taps_unpadded(x, kernel, padding, strides, dilation):
-  """``_depthwise_taps`` of the padded x without the padded copy: each tap is a slice of x,
-  zero-padded to the output (XLA fuses the pads into the sum, reading x in place)."""
+def _depthwise_taps(x, kernel, padding, strides, dilation):
+  """sum_ij xp[:, i*dh + sh*o, j*dw + sw*p] * kernel[i, j] for xp = x zero-padded by ``padding``
+  (kernel (kh, kw, C)), without making xp: each tap is a slice of x, zero-padded to the output
+  (XLA fuses the pads into the sum, reading x in place). With zero padding, plain slices."""
   (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
   (pt, pb), (pl, pr) = padding
   height, width = x.shape[1:3]
   out_h, out_w = _depthwise_out_hw((height + pt + pb, width + pl + pr), (kh, kw), strides, dilation)
-  out = jnp.zeros((x.shape[0], out_h, out_w, x.shape[3]), jnp.result_type(x, kernel))
+  out = None
   for i in range(kh):
     top, bottom = _tap_range(height, out_h, i * dh - pt, sh)
     for j in range(kw):
@@ -140,8 +129,10 @@ def _depthwise_taps_unpadded(x, kernel, padding, strides, dilation):
         continue
       row, col = i * dh - pt + sh * top, j * dw - pl + sw * left
       tap = x[:, row:row + sh * (bottom - top) + 1:sh, col:col + sw * (right - left) + 1:sw]
-      out = out + jnp.pad(tap * kernel[i, j], ((0, 0), (top, out_h - 1 - bottom),
-                                               (left, out_w - 1 - right), (0, 0)))
+      term = jnp.pad(tap * kernel[i, j], ((0, 0), (top, out_h - 1 - bottom), (left, out_w - 1 - right), (0, 0)))
+      out = term if out is None else out + term
+  if out is None:
+    return jnp.zeros((x.shape[0], out_h, out_w, x.shape[3]), jnp.result_type(x, kernel))
   return out
 
 
@@ -155,7 +146,7 @@ def depthwise_conv(x, kernel, strides, padding, dilation):
   Under differentiation ``_depthwise_fwd`` slices a padded copy, which was faster to train
   (experiments/bench/README.md).
   """
-  return _depthwise_taps_unpadded(x, kernel, padding, strides, dilation)
+  return _depthwise_taps(x, kernel, padding, strides, dilation)
 
 
 def _depthwise_out_hw(padded_hw, kernel_hw, strides, dilation):
@@ -164,10 +155,9 @@ def _depthwise_out_hw(padded_hw, kernel_hw, strides, dilation):
 
 def _depthwise_fwd(x, kernel, strides, padding, dilation):
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  out_hw = _depthwise_out_hw(xp.shape[1:3], kernel.shape[:2], strides, dilation)
   # The residual is x, not its padded copy: x is live anyway (its producer's backward needs it),
   # the padded copy of DeepLabV3+'s dilation-36 input would be 2.2x its size.
-  return _depthwise_taps(xp, kernel, out_hw, strides, dilation), (x, kernel)
+  return _depthwise_taps(xp, kernel, ((0, 0), (0, 0)), strides, dilation), (x, kernel)
 
 
 def _depthwise_bwd(strides, padding, dilation, res, dy):
@@ -196,7 +186,7 @@ def _depthwise_bwd(strides, padding, dilation, res, dy):
   hi_w = width + (kw - 1) * dw - lo_w - ((out_w - 1) * sw + 1)
   zero = jnp.zeros((), dy.dtype)
   dy_padded = jax.lax.pad(dy, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
-  dx = _depthwise_taps(dy_padded, kernel[::-1, ::-1], (height, width), (1, 1), dilation)
+  dx = _depthwise_taps(dy_padded, kernel[::-1, ::-1], ((0, 0), (0, 0)), (1, 1), dilation)
   return dx, dkernel.astype(kernel.dtype)
 
 

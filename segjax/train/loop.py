@@ -139,7 +139,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     jax.device_count(), mmseg_batch)
 
   rng = jax.random.PRNGKey(config.seed)
-  param_shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 64, 64, 3)))["params"], rng)
+  param_shapes = jax.eval_shape(lambda r: init_variables(model, r)["params"], rng)
   tx, schedule = optim.build_optimizer(config, param_shapes)
   repl = sharding.replicated(mesh)
   abstract = jax.eval_shape(functools.partial(create_train_state, model, tx), rng)
