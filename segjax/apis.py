@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax import layers
+from segjax import layers, xla_flags
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.config import to_plain
 from segjax.models import build_segmentor, init_variables
@@ -43,9 +43,12 @@ class Segmentor:
 
   def __post_init__(self):
     # One jitted function per segmentor; it recompiles only for new input shapes.
-    self.encode_decode = jax.jit(functools.partial(encode_decode, self.model))
+    options = xla_flags.inference_compiler_options()
+    self.encode_decode = jax.jit(functools.partial(encode_decode, self.model),
+                                 compiler_options=options)
     self.inference_logits = jax.jit(functools.partial(inference_logits, self.model,
-                                                      test_cfg=self.test_cfg))
+                                                      test_cfg=self.test_cfg),
+                                    compiler_options=options)
 
   @property
   def test_cfg(self) -> dict:

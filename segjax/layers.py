@@ -141,10 +141,9 @@ def depthwise_conv(x, kernel, strides, padding, dilation):
   """Depthwise ``F.conv2d`` (groups == C) of NHWC ``x`` with ``kernel`` (kh, kw, C), written as
   shifted, per-channel scaled slices; ``padding`` is ((top, bottom), (left, right)).
 
-  Evaluated without differentiation (inference), the taps read x in place: DeepLabV3+'s
-  dilation-36 branch would otherwise pad a copy of its 2048-channel input to 2.2x its size.
-  Under differentiation ``_depthwise_fwd`` slices a padded copy, which was faster to train
-  (experiments/bench/README.md).
+  The taps read x in place: DeepLabV3+'s dilation-36 branch would otherwise pad a copy of its
+  2048-channel input to 2.2x its size. Under differentiation ``_depthwise_fwd`` computes the same
+  sum one sample at a time (experiments/bench/README.md).
   """
   return _depthwise_taps(x, kernel, padding, strides, dilation)
 
@@ -154,38 +153,42 @@ def _depthwise_out_hw(padded_hw, kernel_hw, strides, dilation):
 
 
 def _depthwise_fwd(x, kernel, strides, padding, dilation):
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  # The residual is x, not its padded copy: x is live anyway (its producer's backward needs it),
-  # the padded copy of DeepLabV3+'s dilation-36 input would be 2.2x its size.
-  return _depthwise_taps(xp, kernel, ((0, 0), (0, 0)), strides, dilation), (x, kernel)
+  # One sample per loop iteration: a loop's result is materialised, so XLA cannot fuse the tap
+  # sum into its consumers. It did fuse it into BatchNorm's backward, recomputing the sum there
+  # from a padded copy of x that stayed alive from the forward to the backward (0.6 GB for
+  # DeepLabV3+'s three dilated ASPP branches; with in-place taps, nine padded terms, 35% slower).
+  out = jax.lax.map(lambda xn: _depthwise_taps(xn[None], kernel, padding, strides, dilation)[0], x)
+  return out, (x, kernel)
 
 
 def _depthwise_bwd(strides, padding, dilation, res, dy):
-  # Autodiff of the slices gives one multiply-and-reduce per tap, and XLA fuses the whole chain
-  # producing dy (BatchNorm and ReLU backward) into each of them: nine recomputations per conv,
-  # 7 s of DeepLabV3+'s 25 s step. A loop over the taps makes dy a loop operand, which XLA must
-  # materialise once; each tap's kernel gradient is a dot with ones (_channel_sum).
   x, kernel = res
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
   (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
   (pt, _), (pl, _) = padding
-  batch, out_h, out_w, channels = dy.shape
-  window = (batch, sh * (out_h - 1) + 1, sw * (out_w - 1) + 1, channels)
-
-  def tap_gradient(tap):
-    i, j = tap // kw, tap % kw
-    x_tap = jax.lax.dynamic_slice(xp, (0, i * dh, j * dw, 0), window)[:, ::sh, ::sw]
-    return _channel_sum((x_tap * dy).reshape(-1, channels))
-
-  dkernel = jax.lax.map(tap_gradient, jnp.arange(kh * kw)).reshape(kh, kw, channels)
-  # dx[h] = sum_i dy_up[h + pt - i*dh] k[i], dy_up = dy with (stride - 1) zeros between rows/cols:
-  # a stride-1 correlation of dy_up, padded by (k - 1) * d - p in front, with the flipped kernel.
+  out_h, out_w, channels = dy.shape[1:]
   height, width = x.shape[1:3]
+  # dy_padded[t] = dy_up[t - lo], dy_up = dy with (stride - 1) zeros between rows/cols, padded so
+  # that x[h] met dy_padded[h + (k - 1 - i) * d] in tap i: the input gradient is a stride-1
+  # correlation of dy_padded with the flipped kernel, and tap i's kernel gradient is
+  # sum_h x[h] * dy_padded[h + (k - 1 - i) * d]. Slicing dy_padded, not a padded copy of x, keeps
+  # x's padded copy out of the backward: an identical pad there was merged with the forward's,
+  # keeping DeepLabV3+'s three dilated padded copies (0.6 GB) alive from forward to backward.
   lo_h, lo_w = (kh - 1) * dh - pt, (kw - 1) * dw - pl
   hi_h = height + (kh - 1) * dh - lo_h - ((out_h - 1) * sh + 1)
   hi_w = width + (kw - 1) * dw - lo_w - ((out_w - 1) * sw + 1)
   zero = jnp.zeros((), dy.dtype)
   dy_padded = jax.lax.pad(dy, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
+
+  # Autodiff of the slices gives one multiply-and-reduce per tap, and XLA fuses the whole chain
+  # producing dy (BatchNorm and ReLU backward) into each of them: nine recomputations per conv,
+  # 7 s of DeepLabV3+'s 25 s step. A loop over the taps makes dy_padded a loop operand, which XLA
+  # must materialise once; each tap's kernel gradient is a dot with ones (_channel_sum).
+  def tap_gradient(tap):
+    i, j = tap // kw, tap % kw
+    dy_tap = jax.lax.dynamic_slice(dy_padded, (0, (kh - 1 - i) * dh, (kw - 1 - j) * dw, 0), x.shape)
+    return _channel_sum((x * dy_tap).reshape(-1, channels))
+
+  dkernel = jax.lax.map(tap_gradient, jnp.arange(kh * kw)).reshape(kh, kw, channels)
   dx = _depthwise_taps(dy_padded, kernel[::-1, ::-1], ((0, 0), (0, 0)), (1, 1), dilation)
   return dx, dkernel.astype(kernel.dtype)
 

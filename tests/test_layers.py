@@ -163,7 +163,7 @@ def test_norm_cfg_unknown_key_is_named():
 def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
   """DepthwiseConv (shifted slices, written-out backward): output, input and kernel gradients
   equal PyTorch's, with strides that leave rows and columns unused and taps that see only padding;
-  the output both under differentiation (padded copy) and without it (taps read in place)."""
+  the output both under differentiation (one sample per loop iteration) and without it."""
   import jax
   rng = np.random.default_rng(6)
   x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)

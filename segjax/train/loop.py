@@ -20,7 +20,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 from jax.experimental import multihost_utils
 
-from segjax import evaluation, losses, sharding
+from segjax import evaluation, losses, sharding, xla_flags
 from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
@@ -86,6 +86,13 @@ def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: 
     logits = resize(logits, label.shape[1:3], bool(model.decode_head.get("align_corners", False)))
   pred = predict(logits, binary_threshold(model.decode_head))
   return evaluation.batch_areas(pred, label, num_classes, ignore_index)
+
+
+def jit_eval_step(model, model_cfg: dict, num_classes: int, ignore_index: int):
+  """``eval_step`` jitted as segjax's other inference programs are (``xla_flags``)."""
+  return jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
+                                   ignore_index=ignore_index, test_cfg=model_cfg.get("test_cfg")),
+                 compiler_options=xla_flags.inference_compiler_options())
 
 
 def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:
@@ -171,9 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                       compute_dtype=jnp.dtype(config.compute_dtype)),
                     in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sharding, repl), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
-                                      ignore_index=val_set.ignore_index,
-                                      test_cfg=model_cfg.get("test_cfg")))
+  eval_fn = jit_eval_step(model, model_cfg, num_classes, val_set.ignore_index)
   writer = MetricWriter(workdir)
   stop = {"signal": None}
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
@@ -234,9 +239,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   model = build_segmentor(model_cfg)
   val_set = build_split(config.data, "val")
   variables = checkpoint.load_variables(config.load_from or workdir)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, num_classes=val_set.num_classes,
-                                      ignore_index=val_set.ignore_index,
-                                      test_cfg=model_cfg.get("test_cfg")))
+  eval_fn = jit_eval_step(model, model_cfg, val_set.num_classes, val_set.ignore_index)
   metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count())
   summary = evaluation.summary(metrics)
   writer = MetricWriter(workdir)
