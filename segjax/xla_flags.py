@@ -9,8 +9,8 @@ experiments/bench/README.md records each setting. A flag the user already set in
 never overridden; the flags have no effect on GPU/TPU backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1``
 to run with XLA's own defaults.
 
-Inference programs are also compiled with ``inference_compiler_options()`` (per ``jax.jit``, so
-the train step keeps XLA's scheduler).
+Inference and initialisation programs are also compiled with ``memory_scheduler_options()``
+(per ``jax.jit``, so the train step keeps XLA's scheduler).
 """
 import functools
 import os
@@ -30,28 +30,29 @@ def apply_defaults() -> None:
 # XLA's CPU scheduler by default orders for concurrency: for DeepLabV3+ inference it evaluated the
 # three dilated ASPP depthwise convolutions (and two copies of layer4's output) before their
 # pointwise convolutions, XLA temp 582 -> 416 MB with the memory-minimising order, peak RSS
-# 1.47-1.55 -> 1.23-1.34 GB at the same speed. In the train step that order cost memory
-# (DeepLabV3+ temp 3.6 -> 4.1 GB), so it is not a process-wide flag.
-INFERENCE_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+# 1.47-1.55 -> 1.23-1.34 GB at the same speed; DeepLabV3+'s random init temp 306 -> 135 MB.
+# In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB), so it is not a
+# process-wide flag.
+MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
-def inference_compiler_options() -> dict:
-  """``compiler_options`` for jitted inference: ``INFERENCE_OPTIONS`` on the CPU backend of a
-  jaxlib that has them (jaxlib 0.8 does not); empty under ``SEGJAX_NO_XLA_DEFAULTS`` and where
+def memory_scheduler_options() -> dict:
+  """``compiler_options`` for jitted inference and init: ``MEMORY_SCHEDULER`` on the CPU backend
+  of a jaxlib that has it (jaxlib 0.8 does not); empty under ``SEGJAX_NO_XLA_DEFAULTS`` and where
   the user's ``XLA_FLAGS`` choose a CPU scheduler."""
   flags = os.environ.get("XLA_FLAGS", "")
-  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS") or "scheduler" in flags or not _cpu_accepts_inference_options():
+  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS") or "scheduler" in flags or not _cpu_accepts_memory_scheduler():
     return {}
-  return dict(INFERENCE_OPTIONS)
+  return dict(MEMORY_SCHEDULER)
 
 
 @functools.cache
-def _cpu_accepts_inference_options() -> bool:
-  import jax
+def _cpu_accepts_memory_scheduler() -> bool:
+  import jax  # here: apply_defaults must run before jax is imported
   if jax.default_backend() != "cpu":
     return False
   try:  # XLA rejects an option its DebugOptions lack ("No such compile option")
-    jax.jit(lambda x: x + 1, compiler_options=INFERENCE_OPTIONS).lower(0.0).compile()
+    jax.jit(lambda x: x + 1, compiler_options=MEMORY_SCHEDULER).lower(0.0).compile()
   except RuntimeError:
     return False
   return True

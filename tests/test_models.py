@@ -208,15 +208,15 @@ def test_depthwise_training_holds_one_padded_buffer_not_two():
   assert temp <= padded_bytes + 4 * x_bytes, (temp, padded_bytes, x_bytes)
 
 
-def test_inference_compiler_options_evaluate_parallel_branches_one_at_a_time():
+def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
   """Three dilated depthwise branches, each followed by a 1x1 product (DeepLabV3+'s ASPP): with
-  segjax's inference compiler options XLA finishes a branch before starting the next, so its
+  segjax's memory-scheduler compiler options XLA finishes a branch before starting the next, so its
   scratch memory holds one depthwise output and the three products (XLA's default order keeps
   all three depthwise outputs: 3.25 MiB here against the bound of 1.75 MiB). The options step
   aside for a user's scheduler flag and for SEGJAX_NO_XLA_DEFAULTS."""
   from segjax import layers, xla_flags
-  options = xla_flags.inference_compiler_options()
-  assert options == xla_flags.INFERENCE_OPTIONS
+  options = xla_flags.memory_scheduler_options()
+  assert options == xla_flags.MEMORY_SCHEDULER
   x = jax.ShapeDtypeStruct((1, 32, 32, 256), jnp.float32)
   kernel = jax.ShapeDtypeStruct((3, 3, 256), jnp.float32)
   w = jax.ShapeDtypeStruct((256, 64), jnp.float32)
@@ -230,7 +230,7 @@ def test_inference_compiler_options_evaluate_parallel_branches_one_at_a_time():
   assert temp <= 32 * 32 * (256 + 3 * 64) * 4, temp
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("XLA_FLAGS", "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
-    assert xla_flags.inference_compiler_options() == {}
+    assert xla_flags.memory_scheduler_options() == {}
     patch.setenv("SEGJAX_NO_XLA_DEFAULTS", "1")
     patch.delenv("XLA_FLAGS")
-    assert xla_flags.inference_compiler_options() == {}
+    assert xla_flags.memory_scheduler_options() == {}

@@ -18,6 +18,7 @@ from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
 from segjax.models.segmentor import EncoderDecoder
+from segjax import xla_flags
 from segjax.config import to_plain
 
 BACKBONES = {
@@ -86,7 +87,12 @@ def build_segmentor(model_cfg) -> nn.Module:
 # the ~15 s an optimised compile of 300 threefry initialisers needs (op-by-op it was ~25 s and
 # left ~0.4 GB of freed compile memory in the process). Values equal the op-by-op init's to
 # within 2.4e-7 (rounding in the normal sampler's transform; the random bits are the same).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def init_compiler_options() -> dict:
+  """``compiler_options`` of jitted initialisation: unoptimised, memory-minimising order."""
+  return {**_UNOPTIMISED, **xla_flags.memory_scheduler_options()}
 
 
 def init_variables(model: nn.Module, rng: jax.Array, num_channels: int = 3) -> dict:
@@ -95,4 +101,4 @@ def init_variables(model: nn.Module, rng: jax.Array, num_channels: int = 3) -> d
   dummy = jnp.zeros((1, 64, 64, num_channels), jnp.float32)
   if isinstance(rng, jax.core.Tracer):  # inside the caller's jit, whose compiler options apply
     return model.init(rng, dummy)
-  return jax.jit(model.init, compiler_options=INIT_COMPILER_OPTIONS)(rng, dummy)
+  return jax.jit(model.init, compiler_options=init_compiler_options())(rng, dummy)

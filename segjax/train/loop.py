@@ -25,7 +25,7 @@ from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
-from segjax.models import INIT_COMPILER_OPTIONS, build_segmentor, init_variables
+from segjax.models import build_segmentor, init_compiler_options, init_variables
 from segjax.models.segmentor import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
@@ -92,7 +92,7 @@ def jit_eval_step(model, model_cfg: dict, num_classes: int, ignore_index: int):
   """``eval_step`` jitted as segjax's other inference programs are (``xla_flags``)."""
   return jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
                                    ignore_index=ignore_index, test_cfg=model_cfg.get("test_cfg")),
-                 compiler_options=xla_flags.inference_compiler_options())
+                 compiler_options=xla_flags.memory_scheduler_options())
 
 
 def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:
@@ -160,7 +160,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state, start_step = checkpoint.restore_latest(manager, abstract, data_iter)
   if state is None:
     state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding,
-                    compiler_options=INIT_COMPILER_OPTIONS)(rng)
+                    compiler_options=init_compiler_options())(rng)
     start_step = 0
     if model_cfg.get("pretrained"):
       state = _load_pretrained_backbone(state, model_cfg["pretrained"])
