@@ -1,11 +1,12 @@
 """segjax's measured XLA defaults, applied before JAX starts its backend.
 
-On XLA's CPU backend, ``--xla_cpu_experimental_ynn_fusion_type=individual_dot`` sends each matrix
-product (1x1 convolutions are products, ``layers.PointwiseConv``) to YNNPACK on its own and every
-other convolution to Eigen. XLA's own default also sends convolutions to YNNPACK, about twice as
-slow here for ResNet-D8 training; ``dot`` (segjax's earlier default) lets a YNNPACK fusion grow
-from a product across neighbouring convolutions, which made batch-1 inference 26% slower.
-experiments/bench/README.md records each setting. A flag the user already set in ``XLA_FLAGS`` is
+On XLA's CPU backend, an empty ``--xla_cpu_experimental_ynn_fusion_type=`` sends nothing to
+YNNPACK: matrix products (1x1 convolutions are products, ``layers.PointwiseConv``) and
+convolutions run in Eigen. XLA's own default sends convolutions to YNNPACK, about twice as slow
+for ResNet-D8 training; ``dot`` lets a YNNPACK fusion grow from a product across neighbouring
+convolutions (batch-1 inference 26% slower); ``individual_dot`` (each product alone to YNNPACK,
+the default until 2026-11-30) was 5-7% slower for training and 17% for PSPNet inference than
+Eigen's products on the Intel host. experiments/bench/README.md records each setting. A flag the user already set in ``XLA_FLAGS`` is
 never overridden; the flags have no effect on GPU/TPU backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1``
 to run with XLA's own defaults.
 
@@ -15,7 +16,7 @@ Inference and initialisation programs are also compiled with ``memory_scheduler_
 import functools
 import os
 
-DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
+DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def apply_defaults() -> None:
