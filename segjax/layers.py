@@ -271,8 +271,8 @@ def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1
 def _channel_sum(x2d: jax.Array) -> jax.Array:
   """Sum of (M, C) over M in float32, as a product with a ones vector.
 
-  XLA's CPU backend rewrites a large ``reduce`` into a ``reduce-window`` tree that ran ~25x slower
-  than this dot (YNNPACK) for BatchNorm-sized inputs (experiments/bench/README.md).
+  XLA's CPU backend rewrites a large ``reduce`` fused with its producers into a ``reduce-window``
+  tree that ran ~25x slower than this dot for BatchNorm-sized inputs (experiments/bench/README.md).
   """
   ones = jnp.ones((x2d.shape[0],), x2d.dtype)
   return jax.lax.dot_general(ones, x2d, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
