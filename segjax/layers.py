@@ -168,7 +168,7 @@ def _depthwise_bwd(strides, padding, dilation, res, dy):
   out_h, out_w, channels = dy.shape[1:]
   height, width = x.shape[1:3]
   # dy_padded[t] = dy_up[t - lo], dy_up = dy with (stride - 1) zeros between rows/cols, padded so
-  # that x[h] met dy_padded[h + (k - 1 - i) * d] in tap i: the input gradient is a stride-1
+  # that x[h] meets dy_padded[h + (k - 1 - i) * d] in tap i: the input gradient is a stride-1
   # correlation of dy_padded with the flipped kernel, and tap i's kernel gradient is
   # sum_h x[h] * dy_padded[h + (k - 1 - i) * d]. Slicing dy_padded, not a padded copy of x, keeps
   # x's padded copy out of the backward: an identical pad there was merged with the forward's,

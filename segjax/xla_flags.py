@@ -6,9 +6,9 @@ convolutions run in Eigen. XLA's own default sends convolutions to YNNPACK, abou
 for ResNet-D8 training; ``dot`` lets a YNNPACK fusion grow from a product across neighbouring
 convolutions (batch-1 inference 26% slower); ``individual_dot`` (each product alone to YNNPACK,
 the default until 2026-11-30) was 5-7% slower for training and 17% for PSPNet inference than
-Eigen's products on the Intel host. experiments/bench/README.md records each setting. A flag the user already set in ``XLA_FLAGS`` is
-never overridden; the flags have no effect on GPU/TPU backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1``
-to run with XLA's own defaults.
+Eigen's products on the Intel host. experiments/bench/README.md records each setting. A flag the
+user already set in ``XLA_FLAGS`` is never overridden; the flags have no effect on GPU/TPU
+backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1`` to run with XLA's own defaults.
 
 Inference and initialisation programs are also compiled with ``memory_scheduler_options()``
 (per ``jax.jit``, so the train step keeps XLA's scheduler).
