@@ -173,6 +173,8 @@ def _depthwise_bwd(strides, padding, dilation, res, dy):
   # sum_h x[h] * dy_padded[h + (k - 1 - i) * d]. Slicing dy_padded, not a padded copy of x, keeps
   # x's padded copy out of the backward: an identical pad there was merged with the forward's,
   # keeping DeepLabV3+'s three dilated padded copies (0.6 GB) alive from forward to backward.
+  # With stride s the kernel gradient multiplies s^2 times more elements than dy has (the zeros
+  # of dy_up); every depthwise conv of the current zoo (DeepLabV3+) has stride 1.
   lo_h, lo_w = (kh - 1) * dh - pt, (kw - 1) * dw - pl
   hi_h = height + (kh - 1) * dh - lo_h - ((out_h - 1) * sh + 1)
   hi_w = width + (kw - 1) * dw - lo_w - ((out_w - 1) * sw + 1)
