@@ -49,6 +49,17 @@ class Segmentor:
     self.inference_logits = jax.jit(functools.partial(inference_logits, self.model,
                                                       test_cfg=self.test_cfg),
                                     compiler_options=options)
+    self._compiled_shapes: set = set()
+
+  def run(self, jitted, images) -> jax.Array:
+    """``jitted(variables, images)``, compiled first by ``xla_flags.compile_and_trim`` for each
+    new image shape, so the run's scratch memory does not add to the compiler's freed heap."""
+    x = jnp.asarray(images, jnp.float32)
+    key = (jitted is self.inference_logits, x.shape)
+    if key not in self._compiled_shapes:
+      xla_flags.compile_and_trim(jitted, self.variables, x)
+      self._compiled_shapes.add(key)
+    return jitted(self.variables, x)
 
   @property
   def test_cfg(self) -> dict:
@@ -141,12 +152,12 @@ def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
 
 def segmentor_logits(segmentor: Segmentor, images) -> jax.Array:
   """mmseg ``encode_decode``: NHWC float32 normalised images -> NHWC logits at the input size."""
-  return segmentor.encode_decode(segmentor.variables, jnp.asarray(images, jnp.float32))
+  return segmentor.run(segmentor.encode_decode, images)
 
 
 def test_logits(segmentor: Segmentor, images) -> jax.Array:
   """Logits at the input size by the model's test_cfg (whole or slide), jitted."""
-  return segmentor.inference_logits(segmentor.variables, jnp.asarray(images, jnp.float32))
+  return segmentor.run(segmentor.inference_logits, images)
 
 
 def _load_bgr(image) -> np.ndarray:

@@ -131,3 +131,27 @@ def test_binary_head_thresholds_sigmoid():
   assert float(out) == pytest.approx(ref, rel=1e-5)
   with pytest.raises(ValueError, match="out_channels=3"):
     apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=dict(head, out_channels=3)))
+
+
+def test_segmentor_compiles_each_image_shape_once():
+  """Segmentor.run compiles apart from the first run (xla_flags.compile_and_trim); jit's cache
+  must then serve that call and later ones: one backend compile per program and image shape."""
+  from configs.common import BN
+  head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1, num_classes=3, norm_cfg=BN)
+  backbone = dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN)
+  model = apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=head))
+  compiled = []
+
+  def record(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiled.append(kwargs.get("fun_name"))
+
+  jax.monitoring.register_event_duration_secs_listener(record)
+  try:
+    for shape in [(1, 32, 48, 3), (1, 32, 48, 3), (1, 40, 40, 3), (1, 32, 48, 3)]:
+      x = np.zeros(shape, np.float32)
+      assert apis.segmentor_logits(model, x).shape == (*shape[:3], 3)
+      assert apis.test_logits(model, x).shape == (*shape[:3], 3)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(record)
+  assert sorted(compiled) == ["jit(encode_decode)"] * 2 + ["jit(inference_logits)"] * 2, compiled

@@ -1,4 +1,6 @@
 """Every head and backbone builds, gives the right shapes, and every parameter gets a gradient."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,3 +236,43 @@ def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
     patch.setenv("SEGJAX_NO_XLA_DEFAULTS", "1")
     patch.delenv("XLA_FLAGS")
     assert xla_flags.memory_scheduler_options() == {}
+
+
+def test_compile_and_trim_returns_freed_heap_to_the_os():
+  """A thread's malloc arena holding 48 MB of freed 64 KB blocks, pinned by one live block above
+  them (free() alone cannot shrink it): compile_and_trim must return them, as it does the freed
+  heap XLA's compiler leaves. RSS is read from /proc, so Linux/glibc only."""
+  import ctypes
+  import threading
+  from segjax import xla_flags
+  libc = ctypes.CDLL(None)
+  if not hasattr(libc, "malloc_trim") or not os.path.exists("/proc/self/statm"):
+    pytest.skip("needs glibc and /proc")
+  libc.malloc.restype = ctypes.c_void_p
+  libc.free.argtypes = [ctypes.c_void_p]
+  page = os.sysconf("SC_PAGE_SIZE")
+
+  def rss():
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * page
+
+  jax.jit(lambda x: x + 1)(jnp.ones(3))  # the backend's start-up would reuse the freed blocks
+  pinned = []
+
+  def fragment():  # a new thread gets its own arena, as XLA's compiler threads do
+    blocks = [libc.malloc(64 << 10) for _ in range(768)]
+    for b in blocks:
+      ctypes.memset(b, 1, 64 << 10)
+    pinned.append(libc.malloc(64 << 10))
+    for b in blocks:
+      libc.free(b)
+
+  thread = threading.Thread(target=fragment)
+  thread.start()
+  thread.join()
+  before = rss()
+  compiled = xla_flags.compile_and_trim(jax.jit(lambda x: x * 2), jnp.ones(3))
+  released = before - rss()
+  libc.free(pinned[0])
+  assert released > 32 << 20, released
+  np.testing.assert_array_equal(compiled(jnp.ones(3)), 2 * np.ones(3))

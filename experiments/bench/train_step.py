@@ -44,7 +44,7 @@ def main(argv=None):
                                    model_cfg=model_cfg, compute_dtype=jax.numpy.dtype(args.compute_dtype)),
                  donate_argnums=0)
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = xla_flags.compile_and_trim(step, state, batch)
   print(f"compile: {time.perf_counter() - start:.1f} s")
   times = []
   for _ in range(args.repeat + 1):
