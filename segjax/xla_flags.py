@@ -37,6 +37,7 @@ def apply_defaults() -> None:
 # In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB), so it is not a
 # process-wide flag.
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+CPU_SCHEDULER_FLAGS = ("--xla_cpu_scheduler_type", "--xla_cpu_enable_concurrency_optimized_scheduler")
 
 
 def memory_scheduler_options() -> dict:
@@ -44,7 +45,8 @@ def memory_scheduler_options() -> dict:
   of a jaxlib that has it (jaxlib 0.8 does not); empty under ``SEGJAX_NO_XLA_DEFAULTS`` and where
   the user's ``XLA_FLAGS`` choose a CPU scheduler."""
   flags = os.environ.get("XLA_FLAGS", "")
-  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS") or "scheduler" in flags or not _cpu_accepts_memory_scheduler():
+  user_chose = any(flag in flags for flag in CPU_SCHEDULER_FLAGS)
+  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS") or user_chose or not _cpu_accepts_memory_scheduler():
     return {}
   return dict(MEMORY_SCHEDULER)
 

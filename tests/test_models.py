@@ -215,7 +215,7 @@ def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
   segjax's memory-scheduler compiler options XLA finishes a branch before starting the next, so its
   scratch memory holds one depthwise output and the three products (XLA's default order keeps
   all three depthwise outputs: 3.25 MiB here against the bound of 1.75 MiB). The options step
-  aside for a user's scheduler flag and for SEGJAX_NO_XLA_DEFAULTS."""
+  aside for a user's CPU scheduler flag and for SEGJAX_NO_XLA_DEFAULTS."""
   from segjax import layers, xla_flags
   options = xla_flags.memory_scheduler_options()
   assert options == xla_flags.MEMORY_SCHEDULER
@@ -231,7 +231,11 @@ def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
       .memory_analysis().temp_size_in_bytes
   assert temp <= 32 * 32 * (256 + 3 * 64) * 4, temp
   with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("XLA_FLAGS", "--xla_gpu_enable_latency_hiding_scheduler=true")  # not a CPU choice
+    assert xla_flags.memory_scheduler_options() == xla_flags.MEMORY_SCHEDULER
     patch.setenv("XLA_FLAGS", "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
+    assert xla_flags.memory_scheduler_options() == {}
+    patch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false")
     assert xla_flags.memory_scheduler_options() == {}
     patch.setenv("SEGJAX_NO_XLA_DEFAULTS", "1")
     patch.delenv("XLA_FLAGS")
