@@ -73,12 +73,15 @@ def compile_and_trim(jitted, *args):
   Trimming is glibc's ``malloc_trim(0)``; elsewhere (no such function) only the compile happens.
   """
   compiled = jitted.lower(*args).compile()
-  trim = getattr(_libc(), "malloc_trim", None)
+  trim = _malloc_trim()
   if trim is not None:
     trim(0)
   return compiled
 
 
 @functools.cache
-def _libc():
-  return ctypes.CDLL(None)  # the symbols the process already has: libc's on Linux and macOS
+def _malloc_trim():
+  try:  # among the symbols the process already has
+    return ctypes.CDLL(None).malloc_trim
+  except (AttributeError, OSError, TypeError):  # not glibc: macOS, musl, Windows (no CDLL(None))
+    return None
