@@ -94,13 +94,15 @@ def test_settings(pipeline) -> dict:
 
 def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict | None = None) -> None:
   """Write ``config.json`` and an orbax checkpoint (step 0) that ``init_segmentor`` and
-  ``--config.load_from`` read."""
+  ``--config.load_from`` read; an earlier conversion in ``out_dir`` is replaced."""
   from segjax.train import checkpoint
   os.makedirs(out_dir, exist_ok=True)
   cfg = {"model": model_cfg, **(extra or {})}
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(cfg, f, indent=1)
   manager = checkpoint.make_manager(out_dir, None)
+  if 0 in manager.all_steps():  # converting into the same directory again replaces the weights
+    manager.delete(0)
   import orbax.checkpoint as ocp
   state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)

@@ -155,3 +155,21 @@ def test_segmentor_compiles_each_image_shape_once():
   finally:
     jax.monitoring.unregister_event_duration_listener(record)
   assert sorted(compiled) == ["jit(encode_decode)"] * 2 + ["jit(inference_logits)"] * 2, compiled
+
+
+def test_save_converted_twice_into_one_directory_keeps_the_second(tmp_path):
+  """Re-running a conversion (tools/convert_weights.py, the inference notebook) into the same
+  directory replaces the weights instead of failing on the existing step."""
+  from configs.common import BN
+  model_cfg = dict(type="EncoderDecoder",
+                   backbone=dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN),
+                   decode_head=dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1,
+                                    num_classes=3, norm_cfg=BN))
+  first = apis.init_segmentor(model_cfg).variables
+  second = jax.tree.map(lambda v: np.asarray(v) + 1, first)
+  out = str(tmp_path / "converted")
+  apis.save_converted(out, model_cfg, first)
+  apis.save_converted(out, model_cfg, second)
+  loaded = apis.init_segmentor(out).variables
+  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(second)):
+    np.testing.assert_array_equal(np.asarray(got), want)
