@@ -9,10 +9,20 @@ import jax
 import numpy as np
 import pytest
 
+from configs.common import BN
 from conftest import ORACLE, ROOT, require
 from segjax import apis
 from segjax.convert.mmseg_config import load_mmseg_config
 from segjax.models.segmentor import encode_decode, slide_inference
+
+
+def tiny_model_cfg(**head) -> dict:
+  """ResNet-18 at 1/8 width with a one-conv FCN head (3 classes), ``head`` overriding its keys."""
+  decode_head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1, num_classes=3,
+                     norm_cfg=BN)
+  decode_head.update(head)
+  backbone = dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN)
+  return dict(type="EncoderDecoder", backbone=backbone, decode_head=decode_head)
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +119,11 @@ def test_mmseg_config_to_segjax_config(tmp_path):
 
 
 def test_binary_head_thresholds_sigmoid():
-  from configs.common import BN
   from segjax import losses
   from segjax.models.segmentor import predict
-  head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1, concat_input=False,
-              num_classes=2, out_channels=1, threshold=0.6, norm_cfg=BN,
-              loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
-  backbone = dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN)
-  model = apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=head))
+  binary = dict(concat_input=False, num_classes=2, out_channels=1, threshold=0.6,
+                loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
+  model = apis.init_segmentor(tiny_model_cfg(**binary))
   assert model.threshold == 0.6
   img = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
   probs = apis.inference_probs(model, img)
@@ -130,16 +137,13 @@ def test_binary_head_thresholds_sigmoid():
   ref = (np.log1p(np.exp(1.0)) + np.log1p(np.exp(0.0))) / 3
   assert float(out) == pytest.approx(ref, rel=1e-5)
   with pytest.raises(ValueError, match="out_channels=3"):
-    apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=dict(head, out_channels=3)))
+    apis.init_segmentor(tiny_model_cfg(**dict(binary, out_channels=3)))
 
 
 def test_segmentor_compiles_each_image_shape_once():
   """Segmentor.run compiles apart from the first run (xla_flags.compile_and_trim); jit's cache
   must then serve that call and later ones: one backend compile per program and image shape."""
-  from configs.common import BN
-  head = dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1, num_classes=3, norm_cfg=BN)
-  backbone = dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN)
-  model = apis.init_segmentor(dict(type="EncoderDecoder", backbone=backbone, decode_head=head))
+  model = apis.init_segmentor(tiny_model_cfg())
   compiled = []
 
   def record(event, duration, **kwargs):
@@ -160,11 +164,7 @@ def test_segmentor_compiles_each_image_shape_once():
 def test_save_converted_twice_into_one_directory_keeps_the_second(tmp_path):
   """Re-running a conversion (tools/convert_weights.py, the inference notebook) into the same
   directory replaces the weights instead of failing on the existing step."""
-  from configs.common import BN
-  model_cfg = dict(type="EncoderDecoder",
-                   backbone=dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, norm_cfg=BN),
-                   decode_head=dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1,
-                                    num_classes=3, norm_cfg=BN))
+  model_cfg = tiny_model_cfg()
   first = apis.init_segmentor(model_cfg).variables
   second = jax.tree.map(lambda v: np.asarray(v) + 1, first)
   out = str(tmp_path / "converted")
