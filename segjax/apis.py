@@ -55,7 +55,7 @@ class Segmentor:
     """``jitted(variables, images)``, compiled first by ``xla_flags.compile_and_trim`` for each
     new image shape, so the run's scratch memory does not add to the compiler's freed heap."""
     x = jnp.asarray(images, jnp.float32)
-    key = (jitted is self.inference_logits, x.shape)
+    key = (jitted, x.shape)
     if key not in self._compiled_shapes:
       xla_flags.compile_and_trim(jitted, self.variables, x)
       self._compiled_shapes.add(key)
