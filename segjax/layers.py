@@ -502,3 +502,23 @@ class ModuleList(nn.Module):
   def __call__(self, x, train: bool = False):
     xs = x if isinstance(x, (list, tuple)) else [x] * self.count
     return [self.build(i, name=str(i))(xi, train) for i, xi in zip(range(self.count), xs)]
+
+
+@functools.lru_cache(maxsize=None)
+def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """Source index of each output position of PyTorch's ``mode='nearest'``: floor(dst * in/out),
+  clipped to in - 1, with the scale and the product in float32 as upsample_nearest2d computes
+  them (so the index matches where dst * in/out lands just below a whole number)."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(src, in_size - 1)
+
+
+def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Nearest resize of NHWC ``x`` to ``size=(H, W)`` as ``F.interpolate(mode='nearest')``.
+
+  PyTorch's 'nearest' takes the source pixel at floor(dst * in/out); ``jax.image.resize``
+  samples at pixel centres (PyTorch's 'nearest-exact'), which picks other pixels, e.g. 2 -> 3.
+  """
+  x = jnp.take(x, _nearest_indices(x.shape[1], int(size[0])), axis=1)
+  return jnp.take(x, _nearest_indices(x.shape[2], int(size[1])), axis=2)

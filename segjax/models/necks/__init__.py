@@ -1,0 +1,1 @@
+"""Necks (mmseg ``models/necks``): modules between the backbone's feature tuple and the heads."""
