@@ -17,6 +17,7 @@ from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
+from segjax.models.necks.fpn import FPN
 from segjax.models.segmentor import EncoderDecoder
 from segjax import xla_flags
 from segjax.config import to_plain
@@ -28,7 +29,7 @@ BACKBONES = {
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
 }
-NECKS: dict[str, type] = {}
+NECKS = {"FPN": FPN}
 HEADS = {
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
