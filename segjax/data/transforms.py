@@ -251,7 +251,14 @@ class RandomCrop:
 
 
 class RandomFlip:
-  def __init__(self, prob=None, direction="horizontal"):
+  """Flip with probability ``prob`` (or as ``results['flip']`` says, inside MultiScaleFlipAug);
+  ``flip_ratio`` is mmseg's deprecated name for ``prob``, which its older configs still use."""
+
+  def __init__(self, prob=None, direction="horizontal", flip_ratio=None):
+    if flip_ratio is not None:
+      if prob is not None:
+        raise ValueError("RandomFlip: give prob or its deprecated name flip_ratio, not both")
+      prob = flip_ratio
     if direction not in ("horizontal", "vertical"):
       raise ValueError(f"RandomFlip: direction={direction!r}; expected 'horizontal' or 'vertical'")
     self.prob = prob
@@ -622,6 +629,16 @@ class DefaultFormatBundle:
     return results
 
 
+class ImageToTensor:
+  """Accepted for mmseg configs: mmseg makes CHW tensors of ``keys``; segjax keeps HWC numpy."""
+
+  def __init__(self, keys):
+    self.keys = tuple(keys)
+
+  def __call__(self, results):
+    return results
+
+
 class Collect:
   """Keep ``keys`` plus the meta keys, as mmseg's Collect does."""
 
@@ -657,7 +674,7 @@ TRANSFORMS: dict[str, type] = {
     "RandomMosaic": RandomMosaic,
     "MultiScaleFlipAug": MultiScaleFlipAug,
     "DefaultFormatBundle": DefaultFormatBundle,
-    "ImageToTensor": DefaultFormatBundle,
+    "ImageToTensor": ImageToTensor,
     "Collect": Collect,
 }
 
