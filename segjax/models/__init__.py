@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.models.backbones import beit, convnext
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
@@ -28,6 +29,14 @@ BACKBONES = {
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
+}
+# Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
+# LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
+LAYER_DECAY_IDS = {
+    "ConvNeXt": {"layer_wise": convnext.layer_id, "stage_wise": convnext.stage_id},
+    "mmcls.ConvNeXt": {"layer_wise": convnext.layer_id, "stage_wise": convnext.stage_id},
+    "BEiT": {"layer_wise": beit.layer_id},
+    "MAE": {"layer_wise": beit.layer_id},
 }
 NECKS = {"FPN": FPN}
 HEADS = {

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from segjax.models import LAYER_DECAY_IDS
+
 
 def cyclic(cfg: Mapping, base: float, max_iters: int, default_target):
   """mmcv's CyclicLrUpdaterHook / CyclicMomentumUpdaterHook by iteration: per cycle, from ``base``
@@ -136,57 +138,22 @@ def param_multipliers(params, paramwise_cfg: Mapping | None) -> tuple[Any, Any]:
   return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
 
 
-def _convnext_layer_id(name: str, max_layer_id: int) -> int:
-  """mmseg's ``get_layer_id_for_convnext``."""
-  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
-    return 0
-  if name.startswith("backbone.downsample_layers"):
-    return {0: 0, 1: 2, 2: 3}.get(int(name.split(".")[2]), max_layer_id)
-  if name.startswith("backbone.stages"):
-    stage, block = int(name.split(".")[2]), int(name.split(".")[3])
-    return {0: 1, 1: 2, 2: 3 + block // 3}.get(stage, max_layer_id)
-  return max_layer_id + 1
-
-
-def _convnext_stage_id(name: str, max_stage_id: int) -> int:
-  """mmseg's ``get_stage_id_for_convnext``."""
-  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
-    return 0
-  if name.startswith("backbone.downsample_layers"):
-    return 0
-  if name.startswith("backbone.stages"):
-    return int(name.split(".")[2]) + 1
-  return max_stage_id - 1
-
-
-def _vit_layer_id(name: str, max_layer_id: int) -> int:
-  """mmseg's ``get_layer_id_for_vit`` (BEiT, MAE)."""
-  if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
-    return 0
-  if name.startswith("backbone.patch_embed"):
-    return 0
-  if name.startswith("backbone.layers"):
-    return int(name.split(".")[2]) + 1
-  return max_layer_id - 1
-
-
 def layer_decay_multipliers(params, paramwise_cfg: Mapping, backbone_type: str) -> tuple[Any, Any]:
   """Trees of (lr_mult, decay_mult) of mmseg's LearningRateDecayOptimizerConstructor:
-  lr x ``decay_rate ** (num_layers + 1 - layer_id)`` with the layer id mmseg assigns by name
-  (``decay_type`` 'layer_wise' for ConvNeXt/BEiT/MAE, 'stage_wise' for ConvNeXt); 1-D params and
-  biases get no weight decay."""
+  lr x ``decay_rate ** (num_layers + 1 - layer_id)`` with the layer id mmseg assigns by name,
+  from the backbone family's function for ``decay_type`` (``segjax.models.LAYER_DECAY_IDS``:
+  'layer_wise' for ConvNeXt/BEiT/MAE, 'stage_wise' for ConvNeXt); 1-D params and biases get no
+  weight decay."""
   cfg = dict(paramwise_cfg)
   num_layers = cfg["num_layers"] + 2
   rate = cfg.get("decay_rate", cfg.get("layer_decay_rate"))
   decay_type = cfg.get("decay_type", "layer_wise")
-  if "ConvNeXt" in backbone_type:
-    layer_id = ((lambda n: _convnext_layer_id(n, cfg["num_layers"])) if decay_type == "layer_wise"
-                else (lambda n: _convnext_stage_id(n, num_layers)))
-  elif ("BEiT" in backbone_type or "MAE" in backbone_type) and decay_type == "layer_wise":
-    layer_id = lambda n: _vit_layer_id(n, num_layers)
-  else:
-    raise ValueError(f"layer-wise lr decay ({decay_type}) is defined by mmseg for ConvNeXt "
-                     f"(layer_wise, stage_wise) and BEiT/MAE (layer_wise), not {backbone_type!r}")
+  family_ids = LAYER_DECAY_IDS.get(backbone_type, {})
+  if decay_type not in family_ids:
+    defined = "; ".join(f"{name} ({', '.join(ids)})" for name, ids in LAYER_DECAY_IDS.items())
+    raise ValueError(f"lr decay by layer ({decay_type}) is defined by mmseg for {defined}, "
+                     f"not for backbone {backbone_type!r}")
+  layer_id = family_ids[decay_type]
   flat = traverse_util.flatten_dict(params)
   lr_mult, decay_mult = {}, {}
   for path, value in flat.items():
@@ -194,7 +161,7 @@ def layer_decay_multipliers(params, paramwise_cfg: Mapping, backbone_type: str) 
     # mmseg's test also lists 'pos_embed'/'cls_token' without the 'backbone.' prefix, so it
     # never matches them: they keep their weight decay there too.
     no_decay = len(value.shape) == 1 or name.endswith(".bias") or name in ("pos_embed", "cls_token")
-    lr_mult[path] = rate ** (num_layers - layer_id(name) - 1)
+    lr_mult[path] = rate ** (num_layers - layer_id(name, cfg["num_layers"]) - 1)
     decay_mult[path] = 0.0 if no_decay else 1.0
   return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
 
@@ -209,6 +176,30 @@ def _add_decay(weight_decay: float, decay_mult) -> optax.GradientTransformation:
   return optax.stateless(add)
 
 
+def multipliers(config, params=None) -> tuple[Any, Any]:
+  """Trees of per-parameter (lr_mult, decay_mult) of ``config.optimizer``'s constructor and
+  ``paramwise_cfg``, or (None, None) when every parameter uses the base values."""
+  opt = dict(config.optimizer)
+  paramwise = opt.get("paramwise_cfg")
+  constructor = opt.get("constructor") or "DefaultOptimizerConstructor"
+  if paramwise and params is None:
+    raise ValueError("optimizer.paramwise_cfg needs the parameter tree: build_optimizer(config, params)")
+  if constructor in ("LearningRateDecayOptimizerConstructor", "LayerDecayOptimizerConstructor"):
+    return layer_decay_multipliers(params, paramwise or {}, config.model.backbone.type)
+  if constructor != "DefaultOptimizerConstructor":
+    raise ValueError(f"optimizer.constructor={constructor!r}; expected DefaultOptimizerConstructor, "
+                     "LearningRateDecayOptimizerConstructor or LayerDecayOptimizerConstructor")
+  if paramwise:
+    return param_multipliers(params, paramwise)
+  return None, None
+
+
+def distinct_lr_multipliers(config, params) -> list[float]:
+  """The distinct lr multipliers of the parameter groups (mmcv's param_groups), sorted."""
+  lr_mult, _ = multipliers(config, params)
+  return sorted({float(m) for m in jax.tree.leaves(lr_mult)}) if lr_mult is not None else [1.0]
+
+
 def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """optax transformation for ``config.optimizer`` (+ ``paramwise_cfg``, gradient clipping).
 
@@ -216,19 +207,7 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   """
   opt = dict(config.optimizer)
   schedule = build_schedule(config)
-  paramwise = opt.pop("paramwise_cfg", None)
-  constructor = opt.pop("constructor", None) or "DefaultOptimizerConstructor"
-  if paramwise and params is None:
-    raise ValueError("optimizer.paramwise_cfg needs the parameter tree: build_optimizer(config, params)")
-  if constructor in ("LearningRateDecayOptimizerConstructor", "LayerDecayOptimizerConstructor"):
-    lr_mult, decay_mult = layer_decay_multipliers(params, paramwise or {}, config.model.backbone.type)
-  elif constructor != "DefaultOptimizerConstructor":
-    raise ValueError(f"optimizer.constructor={constructor!r}; expected DefaultOptimizerConstructor, "
-                     "LearningRateDecayOptimizerConstructor or LayerDecayOptimizerConstructor")
-  elif paramwise:
-    lr_mult, decay_mult = param_multipliers(params, paramwise)
-  else:
-    lr_mult = decay_mult = None
+  lr_mult, decay_mult = multipliers(config, params)
   wd = opt.get("weight_decay", 0.0) or 0.0
   decay = (_add_decay(wd, decay_mult) if decay_mult is not None else optax.add_decayed_weights(wd))
   kind = opt["type"]
