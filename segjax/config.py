@@ -1,6 +1,6 @@
 """The fields every segjax config has. ``configs/*.py`` fill model, data and schedule on top of
 ``base_config()`` and lock the result; ``segjax.convert.mmseg_config`` does the same from an mmseg
-config file."""
+config file. ``load_config`` reads either kind of file."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -21,7 +21,10 @@ def poly(power: float = 0.9, min_lr: float = 1e-4) -> dict:
 
 def schedule(total_iters: int) -> dict:
   """mmseg's schedule_{20,40,80,160}k: evaluate and checkpoint every tenth of the run."""
-  return dict(total_iters=total_iters, evaluation=dict(interval=total_iters // 10, metric="mIoU"),
+  # save_best: mmseg's EvalHook option (a metric name or 'auto'), carried from mmseg configs.
+  return dict(total_iters=total_iters,
+              evaluation=dict(interval=total_iters // 10, metric="mIoU",
+                              save_best=config_dict.placeholder(str)),
               checkpoint=dict(interval=total_iters // 10, max_to_keep=3))
 
 
@@ -30,8 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.optimizer = sgd()
-  c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)))
-  c.lr_config = poly()
+  # cumulative_iters: mmcv's GradientCumulativeOptimizerHook (one update per that many batches).
+  c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)), cumulative_iters=1)
+  # mmcv's warmup defaults, so --config.lr_config.warmup=linear works on every config.
+  c.lr_config = dict(poly(), warmup=config_dict.placeholder(str), warmup_iters=0, warmup_ratio=0.1)
   # mmcv's momentum_config: policy 'cyclic' (CyclicMomentumUpdaterHook) or None (constant).
   c.momentum_config = dict(policy=config_dict.placeholder(str), target_ratio=(0.85 / 0.95, 1.0),
                            cyclic_times=1, step_ratio_up=0.4, anneal_strategy="cos", gamma=1.0)
@@ -65,12 +70,27 @@ def to_plain(value: Any) -> Any:
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """``configs/X.py[:variant]`` -> ``get_config(variant)``, as ``--config`` reads it in main.py."""
+  """The config ``spec`` names, as every tool reads it:
+
+  - ``configs/X.py[:variant]``: a segjax config module, ``get_config(variant)`` as ``--config``
+    reads it in main.py (``configs/mmseg.py:pspnet/pspnet_r50-d8_512x1024_40k_cityscapes.py``);
+  - any MMSegmentation config file (``.py`` without ``get_config``, ``_base_`` resolved),
+    translated by ``segjax.convert.mmseg_config.config_from_file``.
+  """
+  import ast
   import importlib.util
   import os
   path, _, variant = spec.partition(":")
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path!r} does not exist")
+  with open(path) as f:
+    tree = ast.parse(f.read(), filename=path)
+  if not any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body):
+    if variant:
+      raise ValueError(f"{path} is an mmseg config file (no get_config), so it takes no "
+                       f"':{variant}'; give the file of that variant itself")
+    from segjax.convert.mmseg_config import config_from_file
+    return config_from_file(path)
   module_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

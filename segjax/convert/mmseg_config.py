@@ -1,9 +1,16 @@
-"""Read MMSegmentation config files without mmcv.
+"""Read MMSegmentation config files without mmcv, and translate them into segjax configs.
 
 An mmseg config is a Python file of dicts; ``_base_`` (a path or list of paths, relative to the
 file) is merged first, the file's own values override recursively, and a dict carrying
 ``_delete_=True`` replaces its base instead of merging. A ``.json`` file is read as a dump of
 either a whole config or just its ``model`` dict.
+
+``config_from_file(path)`` is the segjax ConfigDict of such a file (``to_segjax_config`` of its
+merged dicts): the ``model`` dict unchanged, ``data`` with mmseg's datasets and pipelines, the
+optimizer, schedule, evaluation, checkpoint and log intervals; mmcv's runtime keys that mean
+nothing in segjax are named in ``IGNORED`` with the reason, and any other top-level key is an
+error unless it is a helper variable the file used to build the others (``crop_size``,
+``train_pipeline``, ``norm_cfg``, ...).
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import ast
 import copy
 import json
 import os
+import re
 from typing import Any
 
 
@@ -72,36 +80,172 @@ def load_model_dict(path: str) -> dict:
   return cfg["model"]
 
 
-def to_segjax_config(mmseg_cfg: dict):
-  """The segjax ConfigDict equivalent to a merged mmseg config (``load_mmseg_config``): model
-  dict unchanged, data blocks, optimizer, poly schedule, iterations and intervals."""
-  from ml_collections import config_dict
+# mmcv/mmseg runtime keys with no meaning in segjax, and why.
+IGNORED = {
+    "dist_params": "torch.distributed's backend; segjax uses jax.distributed (config.distributed)",
+    "log_level": "absl's --verbosity sets the log level",
+    "workflow": "segjax evaluates every evaluation.interval iterations; there is no epoch workflow",
+    "cudnn_benchmark": "XLA chooses convolution algorithms itself",
+    "resume_from": "segjax resumes from the latest checkpoint in --workdir automatically",
+    "auto_resume": "segjax resumes from the latest checkpoint in --workdir automatically",
+    "gpu_ids": "the device mesh (config.mesh) spans every visible device",
+    "device": "JAX picks the platform; config.mesh spans its devices",
+    "work_dir": "given as --workdir",
+    "custom_imports": "segjax's classes are in explicit name -> class dicts; nothing to import",
+    # segjax's mixed precision is compute_dtype='bfloat16' (bf16 has float32's exponent range, so
+    # no loss scaling); mmseg's loss-scaled fp16 is not carried over: fp16 configs train in float32
+    # unless --config.compute_dtype=bfloat16 is given.
+    "fp16": "mixed precision is --config.compute_dtype=bfloat16 (no loss scaling needed)",
+}
+# Top-level keys the translation reads.
+TRANSLATED = ("model", "data", "optimizer", "optimizer_config", "lr_config", "momentum_config",
+              "runner", "total_iters", "evaluation", "checkpoint_config", "log_config", "load_from")
+# mmcv optimizer hooks: all step every iteration except the cumulative ones.
+_OPTIMIZER_HOOKS = ("OptimizerHook", "Fp16OptimizerHook", "GradientCumulativeOptimizerHook",
+                    "GradientCumulativeFp16OptimizerHook")
+_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "train", "val", "test")
+# mmseg's zoo was trained on 4 GPUs unless the config name says otherwise.
+MMSEG_DEFAULT_GPUS = 4
 
+
+def mmseg_total_batch(name: str, samples_per_gpu: int) -> int:
+  """Images per iteration mmseg trained config ``name`` with: a ``<G>x<S>`` token (GPUs x images
+  per GPU, e.g. ``8x2``; crops like ``512x512`` are not such tokens) gives G*S, a ``b<N>`` token
+  after the schedule (``40k_b16_cityscapes``) the total N, otherwise 4 GPUs x samples_per_gpu."""
+  tokens = name.split("_")
+  for token in tokens:
+    m = re.fullmatch(r"(\d+)x(\d+)", token)
+    if m and max(int(m[1]), int(m[2])) < 64:
+      return int(m[1]) * int(m[2])
+  for before, token in zip(tokens, tokens[1:]):
+    if re.fullmatch(r"\d+k", before) and re.fullmatch(r"b\d+", token):
+      return int(token[1:])
+  return MMSEG_DEFAULT_GPUS * samples_per_gpu
+
+
+def _occurs(value: Any, tree: Any) -> bool:
+  """Whether ``value`` is ``tree`` or one of its parts (dict values, list items), or a dict
+  splatted into one of its dicts (``dict(type='Normalize', **img_norm_cfg)``)."""
+  if type(tree) is type(value) and tree == value:
+    return True
+  if isinstance(value, dict) and value and isinstance(tree, dict) and all(
+      k in tree and type(tree[k]) is type(v) and tree[k] == v for k, v in value.items()):
+    return True
+  if isinstance(tree, dict):
+    return any(_occurs(value, v) for v in tree.values())
+  if isinstance(tree, (list, tuple)):
+    return any(_occurs(value, v) for v in tree)
+  return False
+
+
+def _check_top_level(mmseg_cfg: dict, source: str) -> None:
+  used = [mmseg_cfg[k] for k in TRANSLATED if k in mmseg_cfg]
+  for key, value in mmseg_cfg.items():
+    if key in TRANSLATED or key in IGNORED or _occurs(value, used):
+      continue
+    raise ValueError(f"{source}: top-level key {key!r} is not one segjax reads "
+                     f"({', '.join(TRANSLATED)}), nor an mmcv runtime key it ignores "
+                     f"({', '.join(IGNORED)}), nor a helper variable used in those")
+
+
+def _dataset(cfg: Any) -> Any:
+  """mmseg builds a ConcatDataset from a list of dataset dicts."""
+  if isinstance(cfg, (list, tuple)):
+    return dict(type="ConcatDataset", datasets=[_dataset(d) for d in cfg])
+  return cfg
+
+
+def _data(data: dict, name: str, source: str) -> dict:
+  from ml_collections import config_dict
+  unknown = sorted(set(data) - set(_DATA_KEYS))
+  if unknown:
+    raise ValueError(f"{source}: data has keys {unknown} segjax does not read; expected {_DATA_KEYS}")
+  for split in ("train", "val"):
+    if split not in data:
+      raise ValueError(f"{source}: data has no {split!r} dataset")
+  samples_per_gpu = data.get("samples_per_gpu", 2)
+  return dict(samples_per_gpu=samples_per_gpu, workers_per_gpu=data.get("workers_per_gpu", 2),
+              check_samples=64,  # images checked before training (tools/check_dataset.py: all)
+              # mmseg's global batch; the loop warns when samples_per_gpu x devices differs,
+              # since the published mIoU assumes it.
+              mmseg_total_batch=mmseg_total_batch(name, samples_per_gpu),
+              packed_dir=config_dict.placeholder(str),  # tools/pack_dataset.py output, if used
+              train=_dataset(data["train"]), val=_dataset(data["val"]),
+              # mmseg's tools/test.py reads data.test (the Dark Zurich configs test there, not on val).
+              test=_dataset(data.get("test", data["val"])))
+
+
+def _optimizer_config(cfg: dict, source: str) -> dict:
+  kind = cfg.get("type", "OptimizerHook")
+  if kind not in _OPTIMIZER_HOOKS:
+    raise ValueError(f"{source}: optimizer_config.type={kind!r}; expected one of {_OPTIMIZER_HOOKS}")
+  clip = cfg.get("grad_clip") or {}
+  if clip.get("norm_type", 2) != 2:
+    raise ValueError(f"{source}: optimizer_config.grad_clip.norm_type={clip['norm_type']!r}; "
+                     "segjax clips the global L2 norm (norm_type=2)")
+  max_norm = clip.get("max_norm")
+  # loss_scale belongs to fp16 training, which segjax replaces by bfloat16 (see IGNORED['fp16']).
+  return dict(grad_clip=dict(max_norm=None if max_norm is None else float(max_norm)),
+              cumulative_iters=int(cfg.get("cumulative_iters", 1)))
+
+
+def _not_by_epoch(cfg: dict, key: str, source: str) -> None:
+  if cfg.get("by_epoch") or cfg.get("warmup_by_epoch"):
+    raise ValueError(f"{source}: {key} counts epochs (by_epoch=True); segjax counts iterations")
+
+
+def to_segjax_config(mmseg_cfg: dict, name: str = "", source: str = "mmseg config"):
+  """The locked segjax ConfigDict equivalent to a merged mmseg config (``load_mmseg_config``).
+  ``name`` is the config's file name without ``.py`` (it carries mmseg's GPUs x images token);
+  ``source`` names the file in errors."""
   from segjax.config import base_config, schedule
+  _check_top_level(mmseg_cfg, source)
   c = base_config()
+  if "model" not in mmseg_cfg:
+    raise ValueError(f"{source}: no 'model' entry")
   c.model = mmseg_cfg["model"]
+  if "data" in mmseg_cfg:
+    c.data = _data(mmseg_cfg["data"], name, source)
   if "optimizer" in mmseg_cfg:
     opt = dict(mmseg_cfg["optimizer"])
     c.optimizer = dict(opt, nesterov=opt.get("nesterov", False)) if opt["type"] == "SGD" else opt
+  c.optimizer_config = _optimizer_config(mmseg_cfg.get("optimizer_config") or {}, source)
   if "lr_config" in mmseg_cfg:
     lr = dict(mmseg_cfg["lr_config"])
-    if lr.get("by_epoch"):
-      raise ValueError("lr_config.by_epoch=True: segjax schedules are by iteration")
-    c.lr_config = dict({"power": 1.0, "min_lr": 0.0, "by_epoch": False}, **lr)
+    _not_by_epoch(lr, "lr_config", source)
+    lr.pop("warmup_by_epoch", None)
+    # mmcv's LrUpdaterHook defaults, so --config.lr_config.warmup=linear works on any config.
+    c.lr_config = dict(dict(warmup=None, warmup_iters=0, warmup_ratio=0.1), **lr)
   if mmseg_cfg.get("momentum_config"):
-    c.momentum_config.update({k: v for k, v in mmseg_cfg["momentum_config"].items() if k != "by_epoch"})
-  runner = mmseg_cfg.get("runner", {})
-  c.update(schedule(int(runner.get("max_iters", 1000))))
-  if "evaluation" in mmseg_cfg:
-    c.evaluation.interval = mmseg_cfg["evaluation"].get("interval", c.evaluation.interval)
-  if "checkpoint_config" in mmseg_cfg:
-    c.checkpoint.interval = mmseg_cfg["checkpoint_config"].get("interval", c.checkpoint.interval)
-  if "log_config" in mmseg_cfg:
-    c.log_interval = mmseg_cfg["log_config"].get("interval", c.log_interval)
-  if "data" in mmseg_cfg:
-    data = mmseg_cfg["data"]
-    c.data = dict(samples_per_gpu=data.get("samples_per_gpu", 2),
-                  workers_per_gpu=data.get("workers_per_gpu", 2), check_samples=64,
-                  packed_dir=config_dict.placeholder(str), train=data["train"], val=data["val"])
+    momentum = dict(mmseg_cfg["momentum_config"])
+    _not_by_epoch(momentum, "momentum_config", source)
+    momentum.pop("by_epoch", None)
+    c.momentum_config.update(momentum)
+  runner = mmseg_cfg.get("runner")
+  if runner is None:  # mmseg's train.py: IterBasedRunner over cfg.total_iters
+    runner = dict(type="IterBasedRunner", max_iters=mmseg_cfg.get("total_iters", 1000))
+  if runner.get("type", "IterBasedRunner") != "IterBasedRunner":
+    raise ValueError(f"{source}: runner.type={runner['type']!r}; segjax trains by iteration "
+                     "(IterBasedRunner with max_iters)")
+  c.update(schedule(int(runner["max_iters"])))
+  evaluation = dict(mmseg_cfg.get("evaluation") or {})
+  _not_by_epoch(evaluation, "evaluation", source)
+  # pre_eval, efficient_test, gpu_collect: mmseg's memory savers; segjax always sums areas per batch.
+  c.evaluation = dict(c.evaluation.to_dict(), **{k: evaluation[k] for k in ("interval", "metric", "save_best")
+                                               if evaluation.get(k) is not None})
+  checkpoint = dict(mmseg_cfg.get("checkpoint_config") or {})
+  _not_by_epoch(checkpoint, "checkpoint_config", source)
+  c.checkpoint.interval = checkpoint.get("interval", c.checkpoint.interval)
+  if (checkpoint.get("max_keep_ckpts") or -1) > 0:  # mmcv's -1: keep all; segjax keeps a few
+    c.checkpoint.max_to_keep = checkpoint["max_keep_ckpts"]
+  # log_config.hooks (text, TensorBoard) are always on in segjax: metrics.jsonl, tb/, train.log.
+  c.log_interval = (mmseg_cfg.get("log_config") or {}).get("interval", c.log_interval)
+  c.load_from = mmseg_cfg.get("load_from")
   c.lock()
   return c
+
+
+def config_from_file(path: str):
+  """The segjax config of an mmseg config file (``.py`` with ``_base_``)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  return to_segjax_config(load_mmseg_config(path), name=name, source=path)
