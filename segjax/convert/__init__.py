@@ -1,22 +1,61 @@
 """MMSegmentation ``state_dict`` -> Flax ``{'params', 'batch_stats'}``.
 
 segjax modules carry mmseg's module names, so a key maps by its dotted path:
-``backbone.layer1.0.conv1.weight`` -> ``params/backbone/layer1/0/conv1/kernel`` (OIHW -> HWIO),
+``backbone.layer1.0.conv1.weight`` -> ``params/backbone/layer1/0/conv1/kernel`` (PyTorch's
+``(O, I, *window)`` -> Flax's ``(*window, I, O)``: linear, Conv1d and Conv2d alike),
 ``...bn1.weight/bias`` -> ``scale/bias``, ``running_mean/var`` -> ``batch_stats .../mean|var``.
 Every key must land on a parameter of the same shape and every parameter must get a key;
 otherwise the error lists what did not fit.
+
+Where a release of weights names or lays out a family's parameters differently, the family
+declares it as data beside its model: ``CHECKPOINT_RULES`` on the class, a dict from release
+source (``"mmseg"``, ``"imagenet"``, ...) to ``CheckpointRules`` (keys to skip, ordered renames,
+per-key transforms such as ``split_qkv`` or ``resize_pos_embed``). The source is named by the
+caller, never guessed from the keys.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+import math
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+
+# BatchNorm's step counter: a buffer with no Flax counterpart in any family.
+_ALWAYS_SKIPPED = re.compile(r"(^|\.)num_batches_tracked$")
+# mmseg leaf name -> candidate (collection, Flax leaf), first present in the model wins.
+_LEAVES = {
+    "weight": (("params", "kernel"), ("params", "scale"), ("params", "embedding")),
+    "bias": (("params", "bias"),),
+    "running_mean": (("batch_stats", "mean"),),
+    "running_var": (("batch_stats", "var"),),
+}
 
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint does not fit the model; the message lists every offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointRules:
+  """How one release of a family's weights differs from segjax's module tree.
+
+  - ``skip``: regexes (``re.search``) of keys that hold no parameter (index buffers, a
+    classifier the segmentor does not use); matched before renaming.
+  - ``renames``: ordered ``(regex, replacement)`` pairs, each applied with ``re.sub`` in turn.
+  - ``transforms``: ``(regex, function)`` pairs; the first whose regex matches the renamed key
+    calls ``function(key, value, target_shape)`` -> ``{key: value}`` in PyTorch's layout, where
+    ``target_shape(key)`` is the model's shape (Flax layout) of the parameter ``key`` maps to, or
+    None. Transforms see numpy arrays, or abstract values when only shapes are checked, so they
+    use array methods and ``jnp`` functions.
+  """
+  skip: Sequence[str] = ()
+  renames: Sequence[tuple[str, str]] = ()
+  transforms: Sequence[tuple[str, Callable]] = ()
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -35,53 +74,150 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   return out
 
 
-def _torch_to_flax(leaf: str, value: np.ndarray, kind: str) -> np.ndarray:
-  if kind == "kernel":
-    if value.ndim == 4:  # conv OIHW -> HWIO
-      return value.transpose(2, 3, 1, 0)
-    if value.ndim == 2:  # linear (out, in) -> (in, out)
-      return value.T
+# ---- transforms a family's rules can name ---------------------------------------------------
+
+def split_qkv(names: Sequence[str] = ("q", "k", "v")) -> Callable:
+  """A fused projection ``<x>.qkv.weight`` (3C, C) / ``.bias`` (3C,) -> ``<x>.q``, ``<x>.k``,
+  ``<x>.v`` (in ``names``' order, as PyTorch's fused layout stacks them), for a model that keeps
+  them as separate layers."""
+  def split(key, value, target_shape):
+    module, leaf = key.rsplit(".", 1)
+    parent, fused = module.rsplit(".", 1) if "." in module else ("", module)
+    size = value.shape[0] // len(names)
+    if value.shape[0] != size * len(names):
+      raise CheckpointMismatchError(f"{key}: first dimension {value.shape[0]} does not split into "
+                                    f"{len(names)} equal projections {tuple(names)}")
+    prefix = f"{parent}." if parent else ""
+    return {f"{prefix}{name}.{leaf}": value[i * size:(i + 1) * size] for i, name in enumerate(names)}
+  return split
+
+
+def cubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """(out_size, in_size) weights of PyTorch's bicubic interpolation along one axis with
+  ``align_corners=False``: source coordinate ``(i + 0.5) * in/out - 0.5``, Keys' kernel with
+  a = -0.75, taps beyond the border clamped to the edge sample (``upsample_bicubic2d``)."""
+  a = -0.75
+  def near(t):  # |t| <= 1
+    return ((a + 2) * t - (a + 3)) * t * t + 1
+  def far(t):  # 1 < |t| < 2
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+  matrix = np.zeros((out_size, in_size), np.float64)
+  scale = in_size / out_size
+  for i in range(out_size):
+    x = (i + 0.5) * scale - 0.5
+    base = math.floor(x)
+    t = x - base
+    for offset, w in ((-1, far(t + 1)), (0, near(t)), (1, near(1 - t)), (2, far(2 - t))):
+      matrix[i, min(max(base + offset, 0), in_size - 1)] += w
+  return matrix
+
+
+def resize_pos_embed(pos_embed, grid_hw: tuple[int, int], num_extra_tokens: int = 1):
+  """mmseg's ``VisionTransformer.resize_pos_embed``: the (1, extra + h*w, C) table's square patch
+  grid resized bicubically (``align_corners=False``) to ``grid_hw``; the leading
+  ``num_extra_tokens`` (the cls token) are kept as they are."""
+  extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
+  side = math.isqrt(grid.shape[1])
+  if side * side != grid.shape[1]:
+    raise CheckpointMismatchError(f"pos_embed: {grid.shape[1]} patch positions are not a square grid")
+  h_matrix = cubic_resize_matrix(side, grid_hw[0]).astype(np.float32)
+  w_matrix = cubic_resize_matrix(side, grid_hw[1]).astype(np.float32)
+  grid = grid.reshape(grid.shape[0], side, side, grid.shape[-1])
+  resized = jnp.einsum("hy,wx,byxc->bhwc", h_matrix, w_matrix, grid,
+                       precision=jax.lax.Precision.HIGHEST)
+  resized = resized.reshape(grid.shape[0], grid_hw[0] * grid_hw[1], grid.shape[-1])
+  return jnp.concatenate([extra, resized.astype(grid.dtype)], axis=1)
+
+
+def resize_pos_embed_to_target(num_extra_tokens: int = 1) -> Callable:
+  """Transform: a ``pos_embed`` of another grid is resized to the model's (square) grid, as
+  mmseg's ViT does when it loads a checkpoint of another image size."""
+  def resize(key, value, target_shape):
+    want = target_shape(key)
+    if want is None or tuple(value.shape) == tuple(want):
+      return {key: value}
+    positions = want[1] - num_extra_tokens
+    side = math.isqrt(positions)
+    if side * side != positions:
+      raise CheckpointMismatchError(f"{key}: the model's {positions} patch positions are not a "
+                                    "square grid; resize this checkpoint's pos_embed explicitly")
+    return {key: resize_pos_embed(value, (side, side), num_extra_tokens)}
+  return resize
+
+
+# ---- the generic mapping ------------------------------------------------------------------
+
+def _flax_path(name: str, flat_target: Mapping[str, Any]) -> str | None:
+  module, _, leaf = name.rpartition(".")
+  for collection, flax_leaf in _LEAVES.get(leaf, (("params", leaf),)):
+    path = "/".join(part for part in (collection, module.replace(".", "/"), flax_leaf) if part)
+    if path in flat_target:
+      return path
+  return None
+
+
+def _to_flax_layout(value, flax_leaf: str):
+  """PyTorch's (O, I, *window) kernel -> Flax's (*window, I, O); everything else as it is."""
+  if flax_leaf == "kernel" and value.ndim >= 2:
+    return value.transpose(tuple(range(2, value.ndim)) + (1, 0))
   return value
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
-                       ignore_prefixes: tuple[str, ...] = ()) -> dict:
-  """Map ``state_dict`` onto the structure of ``target`` (a variables tree of arrays or
-  ``ShapeDtypeStruct``s, e.g. from ``jax.eval_shape(model.init, ...)``).
+def _apply_rules(key: str, value, rules: Mapping[str, CheckpointRules], target_shape, evaluate) -> dict:
+  """``{name: value}`` that ``key`` becomes under the rules of the prefix it lies under."""
+  if _ALWAYS_SKIPPED.search(key):
+    return {}
+  for prefix, rule in rules.items():
+    if not key.startswith(prefix):
+      continue
+    local = key[len(prefix):]
+    if any(re.search(pattern, local) for pattern in rule.skip):
+      return {}
+    for pattern, replacement in rule.renames:
+      local = re.sub(pattern, replacement, local)
+    for pattern, transform in rule.transforms:
+      if re.search(pattern, local):
+        local_shape = lambda k: target_shape(prefix + k)
+        pieces = evaluate(lambda v: transform(local, v, local_shape), value)
+        return {prefix + k: v for k, v in pieces.items()}
+    return {prefix + local: value}
+  return {key: value}
 
-  Raises CheckpointMismatchError naming unmapped keys (except those starting with one of
-  ``ignore_prefixes``), parameters without a key and shape mismatches.
-  """
-  flat_target = {"/".join(k): v for k, v in traverse_util.flatten_dict(target).items()}
-  out: dict[str, np.ndarray] = {}
-  matched: set[str] = set()
+
+def _flatten(target: Any) -> dict[str, Any]:
+  return {"/".join(k): v for k, v in traverse_util.flatten_dict(target).items()}
+
+
+def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
+                    rules: Mapping[str, CheckpointRules] | None, evaluate: Callable) -> dict[str, Any]:
+  """The mapping ``convert_state_dict`` and ``check_state_dict`` share: ``{Flax path: value}``
+  with ``evaluate(function, value)`` applying layout changes and transforms."""
+
+  def target_shape(name):
+    path = _flax_path(name, flat_target)
+    return None if path is None else tuple(flat_target[path].shape)
+
+  out: dict[str, Any] = {}
+  given_by: dict[str, str] = {}
   unmapped, mismatched = [], []
   for key, value in state_dict.items():
-    parts = key.split(".")
-    prefix, leaf = "/".join(parts[:-1]), parts[-1]
-    if leaf == "num_batches_tracked":
-      continue
-    candidates = {
-        "weight": [("params", "kernel"), ("params", "scale"), ("params", "embedding")],
-        "bias": [("params", "bias")],
-        "running_mean": [("batch_stats", "mean")],
-        "running_var": [("batch_stats", "var")],
-    }.get(leaf, [("params", leaf)])
-    for collection, name in candidates:
-      path = f"{collection}/{prefix}/{name}"
-      if path in flat_target:
-        matched.add(path)
-        value = _torch_to_flax(leaf, np.asarray(value), name)
-        want = tuple(flat_target[path].shape)
-        if tuple(value.shape) != want:
-          mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {path} {want}")
-        else:
-          out[path] = value.astype(flat_target[path].dtype)
-        break
-    else:
-      if not key.startswith(ignore_prefixes):
-        unmapped.append(key)
-  missing = sorted(set(flat_target) - matched)
+    for name, piece in _apply_rules(key, value, rules or {}, target_shape, evaluate).items():
+      shown = key if name == key else f"{key} (as {name})"
+      path = _flax_path(name, flat_target)
+      if path is None:
+        unmapped.append(shown)
+        continue
+      if path in given_by:
+        mismatched.append(f"{shown}: model {path} was already given by {given_by[path]}")
+        continue
+      given_by[path] = shown
+      piece = evaluate(lambda v: _to_flax_layout(v, path.rsplit("/", 1)[1]), piece)
+      want = tuple(flat_target[path].shape)
+      if tuple(piece.shape) != want:
+        mismatched.append(f"{shown}: checkpoint {tuple(piece.shape)} (in Flax layout) vs model {path} {want}")
+      else:
+        out[path] = piece
+  missing = sorted(set(flat_target) - set(given_by))
   if unmapped or missing or mismatched:
     lines = []
     if mismatched:
@@ -91,13 +227,39 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
     if missing:
       lines.append(f"{len(missing)} model parameter(s) with no checkpoint key:\n  " + "\n  ".join(missing))
     raise CheckpointMismatchError("checkpoint does not fit the model:\n" + "\n".join(lines))
+  return out
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
+                       rules: Mapping[str, CheckpointRules] | None = None) -> dict:
+  """Map ``state_dict`` onto the structure of ``target`` (a variables tree of arrays or
+  ``ShapeDtypeStruct``s, e.g. from ``jax.eval_shape(model.init, ...)``).
+
+  ``rules`` maps a key prefix (``"backbone."``, or ``""`` for every key) to the
+  ``CheckpointRules`` of the weights' release source for the module there (``checkpoint_rules``
+  gathers them for a segmentor). Raises CheckpointMismatchError naming unmapped keys, parameters
+  without a key and shape mismatches.
+  """
+  flat_target = _flatten(target)
+  out = _map_state_dict(state_dict, flat_target, rules, lambda f, v: f(np.asarray(v)))
+  return traverse_util.unflatten_dict({tuple(k.split("/")): np.asarray(v).astype(flat_target[k].dtype)
+                                       for k, v in out.items()})
+
+
+def check_state_dict(key_shapes: Mapping[str, Sequence[int]], target: Any,
+                     rules: Mapping[str, CheckpointRules] | None = None) -> dict:
+  """``convert_state_dict`` on shapes alone (``{key: shape}``, e.g. mmseg's key listing): the
+  same mapping, rules and errors, without making any array (a 300M-parameter model checks in
+  milliseconds). Returns the tree of ``ShapeDtypeStruct``s the conversion would give."""
+  abstract = {k: jax.ShapeDtypeStruct(tuple(shape), jnp.float32) for k, shape in key_shapes.items()}
+  out = _map_state_dict(abstract, _flatten(target), rules, jax.eval_shape)
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
 
 def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
-  """The inverse of ``convert_state_dict``: Flax variables as an mmseg ``state_dict`` (HWIO ->
-  OIHW, ``scale`` -> ``weight``, BatchNorm ``mean/var`` -> ``running_mean/var``), e.g. to hand
-  segjax weights to PyTorch code."""
+  """The inverse of ``convert_state_dict`` without rules: Flax variables as an mmseg
+  ``state_dict`` ((*window, I, O) -> (O, I, *window), ``scale`` -> ``weight``, BatchNorm
+  ``mean/var`` -> ``running_mean/var``), e.g. to hand segjax weights to PyTorch code."""
   leaves = {("params", "kernel"): "weight", ("params", "scale"): "weight",
             ("params", "embedding"): "weight", ("params", "bias"): "bias",
             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
@@ -105,25 +267,67 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
   for path, value in traverse_util.flatten_dict(dict(variables)).items():
     collection, *modules, leaf = path
     value = np.asarray(value)
-    if leaf == "kernel" and value.ndim == 4:
-      value = value.transpose(3, 2, 0, 1)
-    elif leaf == "kernel" and value.ndim == 2:
-      value = value.T
+    if leaf == "kernel" and value.ndim >= 2:
+      value = value.transpose((value.ndim - 1, value.ndim - 2) + tuple(range(value.ndim - 2)))
     out[".".join((*modules, leaves.get((collection, leaf), leaf)))] = value
   return out
 
 
-def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3)) -> dict:
-  """Load an mmseg ``.pth`` and convert it for ``model`` (shapes from ``jax.eval_shape``)."""
+# ---- rules of a model, checkpoints ----------------------------------------------------------
+
+def family_rules(cls: type, source: str) -> CheckpointRules:
+  """``cls.CHECKPOINT_RULES[source]``: how the ``source`` release names ``cls``'s weights. A class
+  without ``CHECKPOINT_RULES`` takes mmseg's own checkpoints as they are."""
+  declared = getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()})
+  if source not in declared:
+    raise CheckpointMismatchError(f"{cls.__name__} has checkpoint rules for source(s) "
+                                  f"{sorted(declared)}, not {source!r}")
+  return declared[source]
+
+
+def checkpoint_rules(model_cfg: Mapping, source: str = "mmseg") -> dict[str, CheckpointRules]:
+  """``{prefix: rules}`` for a whole-segmentor checkpoint of ``source``: the rules each module of
+  the ``model`` dict (backbone, neck, heads) declares, under the prefix mmseg saves it at."""
+  from segjax.models import BACKBONES, HEADS, NECKS  # the models import nothing from here
+
+  rules = {}
+  for kind, table in (("backbone", BACKBONES), ("neck", NECKS), ("decode_head", HEADS),
+                      ("auxiliary_head", HEADS)):
+    cfg = model_cfg.get(kind)
+    many = isinstance(cfg, (list, tuple))
+    for i, sub in enumerate(cfg if many else [cfg] if cfg else []):
+      if sub.get("type") in table:
+        rules[f"{kind}.{i}." if many else f"{kind}."] = family_rules(table[sub["type"]], source)
+  return rules
+
+
+def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3), source: str = "mmseg") -> dict:
+  """Load a segmentor ``.pth`` of ``source`` (mmseg's own by default) and convert it for
+  ``model`` (shapes from ``jax.eval_shape``)."""
   target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros(input_shape, np.float32)))
-  return convert_state_dict(load_torch_checkpoint(path), target)
+  model_cfg = {kind: getattr(model, kind, None)
+               for kind in ("backbone", "neck", "decode_head", "auxiliary_head")}
+  return convert_state_dict(load_torch_checkpoint(path), target, checkpoint_rules(model_cfg, source))
 
 
-def convert_backbone_checkpoint(path: str, backbone_target: Any) -> dict:
-  """ImageNet (or mmseg) weights for the backbone alone, as mmseg's ``pretrained=``: a
-  classification checkpoint's ``fc.*`` is dropped, a segmentor checkpoint's ``backbone.`` prefix
-  stripped and its heads ignored."""
+def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str | None = None,
+                                source: str | None = None) -> dict:
+  """Weights for the backbone alone, as mmseg's ``pretrained=``, from a checkpoint of ``source``
+  as the backbone class (or type name) declares it, e.g. ``"imagenet"`` (a classifier whose
+  head the family's rules drop), ``"mmcls"``, or ``"mmseg"``: a segmentor checkpoint, whose
+  ``backbone.`` keys are taken with the prefix stripped and the rest ignored.
+
+  ``source=None`` keeps the behaviour users rely on from ``model.pretrained``: ``"mmseg"`` when
+  some key starts with ``backbone.``, else ``"imagenet"``. ``backbone=None`` means ResNet, the
+  family of every checkpoint the trainer loaded before it named its backbone.
+  """
+  from segjax.models import BACKBONES
+  from segjax.models.backbones.resnet import ResNet
+
+  cls = BACKBONES[backbone] if isinstance(backbone, str) else backbone or ResNet
   state = load_torch_checkpoint(path)
-  if any(k.startswith("backbone.") for k in state):
+  if source is None:
+    source = "mmseg" if any(k.startswith("backbone.") for k in state) else "imagenet"
+  if source == "mmseg":
     state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-  return convert_state_dict(state, backbone_target, ignore_prefixes=("fc.", "head."))
+  return convert_state_dict(state, backbone_target, {"": family_rules(cls, source)})

@@ -5,12 +5,13 @@ Parameter names follow mmseg's state_dict: ``stem/0`` (V1c/V1d deep stem) or ``c
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 
 from segjax import layers
+from segjax.convert import CheckpointRules
 
 BN = {"type": "BN", "requires_grad": True}
 
@@ -134,8 +135,21 @@ ARCH_SETTINGS = {
 }
 
 
+# How each release names a ResNet's weights (segjax.convert.convert_backbone_checkpoint(source=...)).
+CHECKPOINT_RULES = {
+    # mmseg's segmentor checkpoints (backbone keys after the segmentor's ``backbone.``).
+    "mmseg": CheckpointRules(),
+    # ImageNet classifiers (``torchvision://resnet50``, ``open-mmlab://resnet50_v1c``): the
+    # backbone's keys at top level plus the ``fc`` classifier.
+    "imagenet": CheckpointRules(skip=(r"^fc\.",)),
+    # mmcls ImageClassifier checkpoints (the rsb configs' ``init_cfg``): ``backbone.`` and ``head.``.
+    "mmcls": CheckpointRules(skip=(r"^(?!backbone\.)",), renames=((r"^backbone\.", ""),)),
+}
+
+
 class ResNet(nn.Module):
   """mmseg ``ResNet`` (V1b by default). Returns the list of stage outputs in ``out_indices``."""
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   depth: int = 50
   in_channels: int = 3
   stem_channels: int = 64
