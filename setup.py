@@ -27,6 +27,7 @@ setup(
         "tensorflow-datasets>=4.9.3",
         "array-record>=0.5",
         "importlib-resources>=5.0",  # needed by tensorflow-datasets' builders, not declared by it
+        "pyyaml>=5.4",  # mmseg's metafiles (configs/zoo.py: the zoo table and published mIoU)
     ],
     extras_require={
         # Exact pin: any other torch makes pip download a multi-GB CUDA build.

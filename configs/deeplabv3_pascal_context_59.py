@@ -1,18 +1,14 @@
-"""deeplabv3 on Pascal Context (59 classes): mmseg's configs/deeplabv3/deeplabv3_<variant>_pascal_context_59.py, one variant string each.
+"""DeepLabV3 on Pascal Context (59 classes): mmseg's configs/deeplabv3/deeplabv3_<variant>_pascal_context_59.py by variant.
 
   python main.py --config=configs/deeplabv3_pascal_context_59.py:r101-d8_480x480_40k --workdir=work_dirs/deeplabv3_r101-d8_480x480_40k_pascal_context_59
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r101-d8_480x480_40k: 52.61).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/deeplabv3/deeplabv3.yml).
+Data: README.md, "Datasets".
+Expected result: r101-d8_480x480_40k: mIoU 52.61.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/deeplabv3/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r101-d8_480x480_40k": 52.61,
-    "r101-d8_480x480_80k": 52.46,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r101-d8_480x480_40k"):
-  return common.mmseg_config("deeplabv3", "pascal_context_59", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("deeplabv3", "pascal_context_59", variant)

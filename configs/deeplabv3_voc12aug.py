@@ -1,20 +1,14 @@
-"""deeplabv3 on Pascal VOC 2012 + SBD aug: mmseg's configs/deeplabv3/deeplabv3_<variant>_voc12aug.py, one variant string each.
+"""DeepLabV3 on Pascal VOC 2012 + SBD aug: mmseg's configs/deeplabv3/deeplabv3_<variant>_voc12aug.py by variant.
 
   python main.py --config=configs/deeplabv3_voc12aug.py:r50-d8_512x512_20k --workdir=work_dirs/deeplabv3_r50-d8_512x512_20k_voc12aug
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r50-d8_512x512_20k: 76.17).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/deeplabv3/deeplabv3.yml).
+Data: README.md, "Datasets".
+Expected result: r50-d8_512x512_20k: mIoU 76.17.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/deeplabv3/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r50-d8_512x512_20k": 76.17,
-    "r101-d8_512x512_20k": 78.70,
-    "r50-d8_512x512_40k": 77.68,
-    "r101-d8_512x512_40k": 77.92,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r50-d8_512x512_20k"):
-  return common.mmseg_config("deeplabv3", "voc12aug", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("deeplabv3", "voc12aug", variant)

@@ -1,18 +1,14 @@
-"""deeplabv3plus on Pascal Context (60 classes): mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_pascal_context.py, one variant string each.
+"""DeepLabV3+ on Pascal Context (60 classes): mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_pascal_context.py by variant.
 
   python main.py --config=configs/deeplabv3plus_pascal_context.py:r101-d8_480x480_40k --workdir=work_dirs/deeplabv3plus_r101-d8_480x480_40k_pascal_context
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r101-d8_480x480_40k: 47.30).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/deeplabv3plus/deeplabv3plus.yml).
+Data: README.md, "Datasets".
+Expected result: r101-d8_480x480_40k: mIoU 47.30.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/deeplabv3plus/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r101-d8_480x480_40k": 47.30,
-    "r101-d8_480x480_80k": 47.23,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r101-d8_480x480_40k"):
-  return common.mmseg_config("deeplabv3plus", "pascal_context", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("deeplabv3plus", "pascal_context", variant)

@@ -1,19 +1,14 @@
-"""deeplabv3plus on ISPRS Potsdam: mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_potsdam.py, one variant string each.
+"""DeepLabV3+ on ISPRS Potsdam: mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_potsdam.py by variant.
 
   python main.py --config=configs/deeplabv3plus_potsdam.py:r18-d8_512x512_80k --workdir=work_dirs/deeplabv3plus_r18-d8_512x512_80k_potsdam
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r18-d8_512x512_80k: 77.09).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/deeplabv3plus/deeplabv3plus.yml).
+Data: README.md, "Datasets".
+Expected result: r18-d8_512x512_80k: mIoU 77.09.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/deeplabv3plus/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r18-d8_512x512_80k": 77.09,
-    "r50-d8_512x512_80k": 78.33,
-    "r101-d8_512x512_80k": 78.70,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r18-d8_512x512_80k"):
-  return common.mmseg_config("deeplabv3plus", "potsdam", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("deeplabv3plus", "potsdam", variant)

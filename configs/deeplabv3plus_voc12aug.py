@@ -1,20 +1,14 @@
-"""deeplabv3plus on Pascal VOC 2012 + SBD aug: mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_voc12aug.py, one variant string each.
+"""DeepLabV3+ on Pascal VOC 2012 + SBD aug: mmseg's configs/deeplabv3plus/deeplabv3plus_<variant>_voc12aug.py by variant.
 
   python main.py --config=configs/deeplabv3plus_voc12aug.py:r50-d8_512x512_20k --workdir=work_dirs/deeplabv3plus_r50-d8_512x512_20k_voc12aug
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r50-d8_512x512_20k: 75.93).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/deeplabv3plus/deeplabv3plus.yml).
+Data: README.md, "Datasets".
+Expected result: r50-d8_512x512_20k: mIoU 75.93.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/deeplabv3plus/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r50-d8_512x512_20k": 75.93,
-    "r101-d8_512x512_20k": 77.22,
-    "r50-d8_512x512_40k": 76.81,
-    "r101-d8_512x512_40k": 78.62,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r50-d8_512x512_20k"):
-  return common.mmseg_config("deeplabv3plus", "voc12aug", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("deeplabv3plus", "voc12aug", variant)

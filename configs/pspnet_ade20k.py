@@ -1,20 +1,14 @@
-"""pspnet on ADE20K: mmseg's configs/pspnet/pspnet_<variant>_ade20k.py, one variant string each.
+"""PSPNet on ADE20K: mmseg's configs/pspnet/pspnet_<variant>_ade20k.py by variant.
 
   python main.py --config=configs/pspnet_ade20k.py:r50-d8_512x512_80k --workdir=work_dirs/pspnet_r50-d8_512x512_80k_ade20k
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r50-d8_512x512_80k: 41.13).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/pspnet/pspnet.yml).
+Data: README.md, "Datasets".
+Expected result: r50-d8_512x512_80k: mIoU 41.13.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/pspnet/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r50-d8_512x512_80k": 41.13,
-    "r101-d8_512x512_80k": 43.57,
-    "r50-d8_512x512_160k": 42.48,
-    "r101-d8_512x512_160k": 44.39,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r50-d8_512x512_80k"):
-  return common.mmseg_config("pspnet", "ade20k", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("pspnet", "ade20k", variant)

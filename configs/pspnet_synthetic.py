@@ -45,14 +45,15 @@ def get_config(variant: str = "r18") -> ml_collections.ConfigDict:
   crop = (128, 128)
   dataset = dict(type="SyntheticDataset", data_root=ml_collections.config_dict.placeholder(str),
                  img_dir="img_dir/train", ann_dir="ann_dir/train")
+  val = dict(dataset, img_dir="img_dir/val", ann_dir="ann_dir/val", pipeline=common.test_pipeline())
   c.data = dict(
       samples_per_gpu=8,
       workers_per_gpu=2,
       check_samples=64,  # images checked before training (tools/check_dataset.py checks all)
       packed_dir=ml_collections.config_dict.placeholder(str),  # tools/pack_dataset.py output
       train=dict(dataset, pipeline=common.train_pipeline((128, 128), crop, ratio_range=(0.75, 1.5))),
-      val=dict(dataset, img_dir="img_dir/val", ann_dir="ann_dir/val",
-               pipeline=common.test_pipeline()),
+      val=val,
+      test=val,  # as mmseg's configs: the split tools/test.py evaluates
   )
   c.optimizer = common.sgd(lr=0.02)
   c.update(common.schedule(2000))

@@ -1,20 +1,14 @@
-"""upernet on ADE20K: mmseg's configs/upernet/upernet_<variant>_ade20k.py, one variant string each.
+"""UPerNet on ADE20K: mmseg's configs/upernet/upernet_<variant>_ade20k.py by variant.
 
   python main.py --config=configs/upernet_ade20k.py:r50_512x512_80k --workdir=work_dirs/upernet_r50_512x512_80k_ade20k
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r50_512x512_80k: 40.70).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/upernet/upernet.yml).
+Data: README.md, "Datasets".
+Expected result: r50_512x512_80k: mIoU 40.70.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/upernet/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r50_512x512_80k": 40.70,
-    "r101_512x512_80k": 42.91,
-    "r50_512x512_160k": 42.05,
-    "r101_512x512_160k": 43.82,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r50_512x512_80k"):
-  return common.mmseg_config("upernet", "ade20k", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("upernet", "ade20k", variant)

@@ -1,24 +1,14 @@
-"""upernet on Cityscapes: mmseg's configs/upernet/upernet_<variant>_cityscapes.py, one variant string each.
+"""UPerNet on Cityscapes: mmseg's configs/upernet/upernet_<variant>_cityscapes.py by variant.
 
   python main.py --config=configs/upernet_cityscapes.py:r50_512x1024_40k --workdir=work_dirs/upernet_r50_512x1024_40k_cityscapes
 
-Data: see the dataset's preparation hint (printed when data_root is missing) and README.md.
-Expected result: the variant's mIoU in PUBLISHED_MIOU (r50_512x1024_40k: 77.10).
+A variant names one mmseg config file (configs/mmseg.py runs any of them by path). Variants and
+their published mIoU: configs/ZOO.md (from configs/mmseg_configs/upernet/upernet.yml).
+Data: README.md, "Datasets".
+Expected result: r50_512x1024_40k: mIoU 77.10.
 """
-from configs import common
-
-# mmseg's published single-scale mIoU (configs/upernet/README.md), one entry per mmseg config.
-PUBLISHED_MIOU = {
-    "r50_512x1024_40k": 77.10,
-    "r101_512x1024_40k": 78.69,
-    "r50_769x769_40k": 77.98,
-    "r101_769x769_40k": 79.03,
-    "r50_512x1024_80k": 78.19,
-    "r101_512x1024_80k": 79.40,
-    "r50_769x769_80k": 79.39,
-    "r101_769x769_80k": 80.10,
-}
+from configs import zoo
 
 
 def get_config(variant: str = "r50_512x1024_40k"):
-  return common.mmseg_config("upernet", "cityscapes", variant, PUBLISHED_MIOU)
+  return zoo.shim_config("upernet", "cityscapes", variant)

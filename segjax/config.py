@@ -69,6 +69,15 @@ def to_plain(value: Any) -> Any:
   return value
 
 
+def defines_get_config(path: str) -> bool:
+  """Whether the Python file ``path`` is a segjax config module (a top-level ``get_config``), as
+  opposed to an MMSegmentation config file (plain dicts)."""
+  import ast
+  with open(path) as f:
+    tree = ast.parse(f.read(), filename=path)
+  return any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body)
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """The config ``spec`` names, as every tool reads it:
 
@@ -77,15 +86,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   - any MMSegmentation config file (``.py`` without ``get_config``, ``_base_`` resolved),
     translated by ``segjax.convert.mmseg_config.config_from_file``.
   """
-  import ast
   import importlib.util
   import os
   path, _, variant = spec.partition(":")
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path!r} does not exist")
-  with open(path) as f:
-    tree = ast.parse(f.read(), filename=path)
-  if not any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body):
+  if not defines_get_config(path):
     if variant:
       raise ValueError(f"{path} is an mmseg config file (no get_config), so it takes no "
                        f"':{variant}'; give the file of that variant itself")

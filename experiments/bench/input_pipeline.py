@@ -12,9 +12,10 @@ import time
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 
-from configs import common  # noqa: E402
+from segjax.convert.mmseg_config import load_mmseg_config  # noqa: E402
 from segjax.data.datasets import build_dataset  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def main(argv=None):
                          interpolation=cv2.INTER_NEAREST)
       cv2.imwrite(os.path.join(root, f"leftImg8bit/train/city/c_{i:06d}_leftImg8bit.png"), img)
       cv2.imwrite(os.path.join(root, f"gtFine/train/city/c_{i:06d}_gtFine_labelTrainIds.png"), label)
-    cfg = common.cityscapes()["train"]
+    cfg = load_mmseg_config(os.path.join(ROOT, "configs/mmseg_configs/_base_/datasets/cityscapes.py"))["data"]["train"]
     cfg["data_root"] = root
     dataset = build_dataset(cfg)
     dataset.prepare(0, np.random.default_rng(0))  # warm caches
