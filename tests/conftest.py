@@ -24,3 +24,22 @@ def tiny_dataset(tmp_path_factory):
   from segjax.data import synthetic
   root = str(tmp_path_factory.mktemp("synthetic") / "data")
   return synthetic.ensure_dataset(root, num_train=16, num_val=8, size=64, seed=3)
+
+
+def pytest_addoption(parser):
+  parser.addoption("--run-slow", action="store_true",
+                   help="also run tests marked slow (CI runs them: .ci/run sets CI=true)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: runs only with --run-slow or CI=true (e.g. the full "
+                          "conformance set over mmseg's configs)")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--run-slow") or os.environ.get("CI", "").lower() == "true":
+    return
+  skip = pytest.mark.skip(reason="slow: runs with --run-slow or CI=true")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)
