@@ -510,7 +510,7 @@ def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
   clipped to in - 1, with the scale and the product in float32 as upsample_nearest2d computes
   them (so the index matches where dst * in/out lands just below a whole number)."""
   scale = np.float32(in_size) / np.float32(out_size)
-  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int32)
   return np.minimum(src, in_size - 1)
 
 

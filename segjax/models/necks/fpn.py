@@ -113,8 +113,9 @@ class FPN(nn.Module):
     if len(inputs) != len(self.in_channels):
       raise ValueError(f"FPN: {len(inputs)} input levels, but in_channels={list(self.in_channels)} "
                        f"lists {len(self.in_channels)}")
-    if self.conv_cfg is not None and dict(self.conv_cfg) not in ({"type": "Conv2d"}, {"type": "Conv"}):
-      raise ValueError(f"FPN: conv_cfg={self.conv_cfg} is not supported; expected None or dict(type='Conv2d')")
+    conv_cfg = None if self.conv_cfg is None else dict(self.conv_cfg)
+    if conv_cfg not in (None, {"type": "Conv2d"}, {"type": "Conv"}):
+      raise ValueError(f"FPN: conv_cfg={conv_cfg} is not supported; expected None or dict(type='Conv2d')")
     end, source = self.backbone_end_level, self.extra_conv_source
     levels = range(self.start_level, end)
     for i in levels:
