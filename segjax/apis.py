@@ -1,9 +1,12 @@
-"""Inference API, as MMSegmentation's ``mmseg.apis``.
+"""The API, as MMSegmentation's ``mmseg.apis``: one name per thing.
 
-  model = init_segmentor("converted_dir")                 # written by tools/convert_weights.py
-  seg = inference_segmentor(model, "demo.png")             # (H, W) label map
-  logits = segmentor_logits(model, images)                 # NHWC normalised -> NHWC logits
+  model = init_segmentor("converted_dir")                  # or a config file/object + checkpoint
+  seg = inference_segmentor(model, "demo.png")              # (H, W) label map (probs=True: softmax)
+  logits = encode_decode(model, images)                     # NHWC normalised -> NHWC logits
+  logits = inference_logits(model, images)                  # the same by test_cfg (whole / slide)
   overlay = show_result(model, "demo.png", seg, opacity=0.5)
+  losses = segmentor_losses(model, images, labels)          # mmseg's forward_train loss dict
+  log, variables = run_train_steps(model_cfg, optimizer, lr_config, ckpt, images, labels, iters)
 
 A converted directory holds ``config.json`` (the mmseg ``model`` dict plus test-time settings)
 and an orbax checkpoint under ``checkpoints/``.
@@ -25,7 +28,8 @@ from segjax import layers, xla_flags
 from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.config import to_plain
 from segjax.models import build_segmentor, init_variables
-from segjax.models.segmentor import binary_threshold, encode_decode, inference_logits
+from segjax.models.segmentors import inference
+from segjax.models.segmentors.encoder_decoder import final_decode_head
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 
@@ -44,9 +48,9 @@ class Segmentor:
   def __post_init__(self):
     # One jitted function per segmentor; it recompiles only for new input shapes.
     options = xla_flags.memory_scheduler_options()
-    self.encode_decode = jax.jit(functools.partial(encode_decode, self.model),
+    self.encode_decode = jax.jit(functools.partial(inference.encode_decode, self.model),
                                  compiler_options=options)
-    self.inference_logits = jax.jit(functools.partial(inference_logits, self.model,
+    self.inference_logits = jax.jit(functools.partial(inference.inference_logits, self.model,
                                                       test_cfg=self.test_cfg),
                                     compiler_options=options)
     self._compiled_shapes: set = set()
@@ -67,15 +71,15 @@ class Segmentor:
 
   @property
   def align_corners(self) -> bool:
-    return bool(self.model_cfg["decode_head"].get("align_corners", False))
+    return bool(final_decode_head(self.model_cfg).get("align_corners", False))
 
   @property
   def threshold(self) -> float | None:
-    return binary_threshold(self.model_cfg["decode_head"])
+    return inference.binary_threshold(final_decode_head(self.model_cfg))
 
   @property
   def num_classes(self) -> int:
-    return int(self.model_cfg["decode_head"]["num_classes"])
+    return int(final_decode_head(self.model_cfg)["num_classes"])
 
 
 def test_settings(pipeline) -> dict:
@@ -109,34 +113,50 @@ def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict |
   manager.wait_until_finished()
 
 
-def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
-  """Build a Segmentor from a converted directory, a segjax ConfigDict, or a model dict.
+def _settings_of_config(config) -> tuple[dict, dict]:
+  """A segjax config's model dict and the test settings of its val set (normalisation,
+  keep-ratio scale, class names and palette)."""
+  model_cfg = to_plain(config.model)
+  val = to_plain(config.data.val) if "data" in config else {}
+  extra = test_settings(val.get("pipeline"))
+  from segjax.data.datasets import DATASETS
+  dataset_cls = DATASETS.get(val.get("type"))
+  if dataset_cls is not None and dataset_cls.CLASSES is not None:
+    extra.update(classes=list(dataset_cls.CLASSES), palette=[list(p) for p in dataset_cls.PALETTE])
+  return model_cfg, extra
 
-  ``checkpoint``: a segjax workdir/checkpoint folder or an mmseg ``.pth`` (converted on the fly);
-  defaults to the directory itself when ``config_or_dir`` is a converted directory.
+
+def init_segmentor(config, checkpoint: str | None = None) -> Segmentor:
+  """A Segmentor from what mmseg's ``init_segmentor`` takes, and a converted directory:
+
+  - ``config``: a converted directory (``tools/convert_weights.py``; its weights are used unless
+    ``checkpoint`` is given), a config file (``configs/X.py[:variant]``, any mmseg ``.py`` file,
+    or a ``.json`` model dict), a config object (segjax ConfigDict) or an mmseg ``model`` dict;
+  - ``checkpoint``: a segjax workdir, checkpoint folder, converted directory or published
+    ``.msgpack``, or an mmseg ``.pth`` (converted on the fly); None: random initialisation.
   """
   from segjax.train.checkpoint import load_variables
   extra: dict = {}
-  if isinstance(config_or_dir, str):
-    cfg_path = os.path.join(config_or_dir, "config.json")
+  if isinstance(config, str) and os.path.isdir(config):
+    cfg_path = os.path.join(config, "config.json")
     if not os.path.exists(cfg_path):
-      raise FileNotFoundError(f"{config_or_dir!r} is not a converted segjax directory (no config.json); "
-                              "write one with tools/convert_weights.py")
+      raise FileNotFoundError(f"{config!r} is a directory but not a converted segjax directory (no "
+                              "config.json); give the config file as `config` and this directory as "
+                              "`checkpoint`, or write one with tools/convert_weights.py")
     with open(cfg_path) as f:
-      cfg = json.load(f)
-    model_cfg = cfg.pop("model")
-    extra = cfg
-    checkpoint = checkpoint or config_or_dir
-  elif hasattr(config_or_dir, "model"):  # a segjax config: test settings from its val set
-    model_cfg = to_plain(config_or_dir.model)
-    val = to_plain(config_or_dir.data.val) if "data" in config_or_dir else {}
-    extra = test_settings(val.get("pipeline"))
-    from segjax.data.datasets import DATASETS
-    dataset_cls = DATASETS.get(val.get("type"))
-    if dataset_cls is not None and dataset_cls.CLASSES is not None:
-      extra.update(classes=list(dataset_cls.CLASSES), palette=[list(p) for p in dataset_cls.PALETTE])
+      extra = json.load(f)
+    model_cfg = extra.pop("model")
+    checkpoint = checkpoint or config
+  elif isinstance(config, str) and config.endswith(".json"):
+    from segjax.convert.mmseg_config import load_model_dict
+    model_cfg = load_model_dict(config)
+  elif isinstance(config, str):
+    from segjax.config import load_config
+    model_cfg, extra = _settings_of_config(load_config(config))
+  elif hasattr(config, "model"):
+    model_cfg, extra = _settings_of_config(config)
   else:
-    model_cfg = to_plain(config_or_dir)
+    model_cfg = config
   model_cfg = to_plain(model_cfg)
   model = build_segmentor(model_cfg)
   if checkpoint is None:
@@ -152,14 +172,72 @@ def init_segmentor(config_or_dir, checkpoint: str | None = None) -> Segmentor:
                    palette=extra.get("palette"))
 
 
-def segmentor_logits(segmentor: Segmentor, images) -> jax.Array:
+def encode_decode(segmentor: Segmentor, images) -> jax.Array:
   """mmseg ``encode_decode``: NHWC float32 normalised images -> NHWC logits at the input size."""
   return segmentor.run(segmentor.encode_decode, images)
 
 
-def test_logits(segmentor: Segmentor, images) -> jax.Array:
+def inference_logits(segmentor: Segmentor, images) -> jax.Array:
   """Logits at the input size by the model's test_cfg (whole or slide), jitted."""
   return segmentor.run(segmentor.inference_logits, images)
+
+
+def segmentor_losses(segmentor: Segmentor, images, labels, deterministic: bool = True,
+                     rng: jax.Array | None = None) -> dict:
+  """mmseg ``forward_train``: the loss dict with mmseg's keys (``decode.loss_ce``,
+  ``decode.acc_seg``, ``aux.loss_ce`` / ``aux_0.``, ...) for NHWC normalised ``images`` and
+  (N, H, W) integer ``labels``. BatchNorm runs in training mode (batch statistics); dropout and
+  drop path are off when ``deterministic`` (else drawn from ``rng``). The total, as mmseg's
+  ``_parse_losses``, is ``segjax.losses.parse_losses(result)``."""
+  rngs = {} if deterministic else {"dropout": rng if rng is not None else jax.random.PRNGKey(0)}
+  out, _ = segmentor.model.apply(segmentor.variables, jnp.asarray(images, jnp.float32),
+                                 jnp.asarray(labels, jnp.int32), train=True, mode="loss",
+                                 mutable=["batch_stats"], rngs=rngs)
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def run_train_steps(model_cfg, optimizer_cfg, lr_config, checkpoint: str, images_nhwc, labels,
+                    total_iters: int, deterministic: bool = True, seed: int = 0,
+                    optimizer_config=None, dtype=jnp.float32) -> tuple[list[dict], dict]:
+  """Train from ``checkpoint`` over given batches with the jit train step main.py runs, built
+  from mmseg's dicts (``model``, ``optimizer`` incl. ``paramwise_cfg``/``constructor``,
+  ``lr_config`` incl. warmup, ``optimizer_config`` incl. ``grad_clip``) for a schedule of
+  ``total_iters`` (mmseg's ``runner.max_iters``).
+
+  ``images_nhwc`` (T, N, H, W, C) and ``labels`` (T, N, H, W): one batch per iteration.
+  Returns the per-iteration log (``iter``, ``lrs``: the distinct parameter-group learning rates
+  of that iteration, and every loss key of mmseg's log, computed before the update) and the
+  final variables (parameters and BatchNorm statistics). ``dtype=float64`` (inside
+  ``jax.enable_x64``) runs the same steps in double precision, e.g. to measure float32's effect.
+  """
+  from segjax.config import base_config
+  from segjax.train import loop, optim
+  config = base_config()
+  config.model = to_plain(model_cfg)
+  config.optimizer = dict(to_plain(optimizer_cfg))
+  config.lr_config = dict(to_plain(lr_config))
+  if optimizer_config:
+    config.optimizer_config.update(to_plain(optimizer_config))
+  config.total_iters = int(total_iters)
+  segmentor = init_segmentor(config.model, checkpoint)
+  variables = jax.tree.map(lambda a: jnp.asarray(a, dtype), segmentor.variables)
+  params = variables["params"]
+  tx, schedule = optim.build_optimizer(config, params)
+  lr_mults = optim.distinct_lr_multipliers(config, params)
+  state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params), rng=jax.random.PRNGKey(seed))
+  step = jax.jit(functools.partial(loop.train_step, model=segmentor.model, tx=tx,
+                                   schedule=schedule, compute_dtype=dtype,
+                                   deterministic=deterministic))
+  log = []
+  for i, (img, lab) in enumerate(zip(images_nhwc, labels)):
+    batch = {"img": jnp.asarray(img, dtype), "gt_semantic_seg": jnp.asarray(lab, jnp.int32)}
+    state, logs = step(state, batch)
+    lr = float(schedule(i))
+    log.append({"iter": i + 1, "lrs": [lr * m for m in lr_mults],
+                **{k: float(v) for k, v in logs.items() if k != "lr"}})
+  return log, {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def _load_bgr(image) -> np.ndarray:
@@ -179,8 +257,7 @@ def _normalise(segmentor: Segmentor, bgr: np.ndarray) -> np.ndarray:
   return (img - np.array(norm["mean"], np.float32)) / np.array(norm["std"], np.float32)
 
 
-def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
-                    flip: bool = False) -> np.ndarray:
+def _probs(segmentor: Segmentor, image, scales: Sequence[float], flip: bool) -> np.ndarray:
   """mmseg ``inference``/``aug_test``: softmax (sigmoid for a one-channel head) of the logits at
   the original size, averaged over ``scales`` (ratios of ``img_scale``) and horizontal flips.
   Returns (H, W, C)."""
@@ -196,7 +273,7 @@ def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,
     x = _normalise(segmentor, img)[None]
     for flipped in ((False, True) if flip else (False,)):
       xi = x[:, :, ::-1] if flipped else x
-      logits = layers.resize(test_logits(segmentor, xi), (h, w), segmentor.align_corners)
+      logits = layers.resize(inference_logits(segmentor, xi), (h, w), segmentor.align_corners)
       probs = (jax.nn.sigmoid(logits) if segmentor.threshold is not None
                else jax.nn.softmax(logits, axis=-1))[0]
       total = total + (probs[:, ::-1] if flipped else probs)
@@ -205,12 +282,16 @@ def inference_probs(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,
 
 
 def inference_segmentor(segmentor: Segmentor, image, scales: Sequence[float] = (1.0,),
-                        flip: bool = False) -> np.ndarray:
-  """Label map (H, W) of an image path or BGR array, at the image's own size."""
-  probs = inference_probs(segmentor, image, scales, flip)
+                        flip: bool = False, probs: bool = False) -> np.ndarray:
+  """Label map (H, W) of an image path or BGR array, at the image's own size; with ``probs``,
+  the (H, W, C) class probabilities it is the argmax (or threshold) of. ``scales`` (ratios of
+  the test scale) and ``flip``: mmseg's test-time augmentation, probabilities averaged."""
+  class_probs = _probs(segmentor, image, scales, flip)
+  if probs:
+    return class_probs
   if segmentor.threshold is not None:
-    return (probs[..., 0] > segmentor.threshold).astype(np.int64)
-  return np.argmax(probs, axis=-1).astype(np.int64)
+    return (class_probs[..., 0] > segmentor.threshold).astype(np.int64)
+  return np.argmax(class_probs, axis=-1).astype(np.int64)
 
 
 def _palette(segmentor: Segmentor, num_classes: int) -> np.ndarray:

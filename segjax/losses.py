@@ -10,7 +10,7 @@ All functions take logits (..., C) channels-last and integer labels (...).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,11 @@ import numpy as np
 import optax
 
 from segjax import layers
+
+
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """Losses are computed in float32 (mmseg's ``force_fp32``), or in float64 when given it."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _class_weight(class_weight) -> jax.Array | None:
@@ -41,7 +46,7 @@ def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 
   """Per-pixel softmax cross entropy (``reduction='none'``), 0 at ignored pixels."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+  loss = optax.softmax_cross_entropy_with_integer_labels(at_least_float32(logits), safe)
   cw = _class_weight(class_weight)
   if cw is not None:
     loss = loss * cw[safe]
@@ -66,7 +71,7 @@ def mask_cross_entropy(pred: jax.Array, target: jax.Array, label: jax.Array,
                        class_weight=None) -> jax.Array:
   """mmseg ``mask_cross_entropy``: for each of N masks (pred (N, H, W, C) logits), binary cross
   entropy of the channel ``label[n]`` against ``target`` (N, H, W) in {0, 1}, averaged."""
-  sliced = jnp.take_along_axis(pred.astype(jnp.float32), label.reshape(-1, 1, 1, 1), axis=-1)[..., 0]
+  sliced = jnp.take_along_axis(at_least_float32(pred), label.reshape(-1, 1, 1, 1), axis=-1)[..., 0]
   target = target.astype(jnp.float32)
   loss = -(target * jax.nn.log_sigmoid(sliced) + (1 - target) * jax.nn.log_sigmoid(-sliced))
   cw = _class_weight(class_weight)
@@ -77,7 +82,7 @@ def binary_cross_entropy(logits, labels, ignore_index=255, class_weight=None,
                          avg_non_ignore=False, weight=None) -> jax.Array:
   """mmseg ``binary_cross_entropy``: one-hot targets over C channels (or the single channel of a
   binary head), BCE with logits, ``class_weight`` as ``pos_weight``, invalid pixels weighted 0."""
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   valid = (labels >= 0) & (labels != ignore_index)
   if logits.shape[-1] == 1:
     target = jnp.where(valid, labels, 0).astype(jnp.float32)[..., None]
@@ -97,7 +102,7 @@ def dice_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, e
               weight=None) -> jax.Array:
   """mmseg 0.x ``DiceLoss``: softmax, per image and class 1 - (2 sum(p t m) + s) / (sum(p^e + t^e)
   + s), averaged over classes (weighted by ``class_weight``) and then over images."""
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
   num_classes = probs.shape[-1]
   target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes)
   valid = (labels != ignore_index).astype(jnp.float32)[..., None]
@@ -120,7 +125,7 @@ def focal_loss(logits, labels, ignore_index=255, class_weight=None, gamma=2.0, a
   over one-hot targets, invalid pixels weighted 0, averaged over all elements."""
   if not use_sigmoid:
     raise ValueError("FocalLoss: mmseg supports only use_sigmoid=True")
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   num_classes = logits.shape[-1]
@@ -174,7 +179,7 @@ def lovasz_loss(logits, labels, ignore_index=255, class_weight=None, per_image=F
   averages the per-image losses)."""
   if loss_type != "multi_class" or classes != "present":
     raise NotImplementedError("LovaszLoss: only loss_type='multi_class', classes='present'")
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
   cw = _class_weight(class_weight)
   c = probs.shape[-1]
   valid = labels != ignore_index
@@ -188,7 +193,7 @@ def tversky_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0
                  beta=0.7, gamma=1.0, weight=None) -> jax.Array:
   """mmseg ``TverskyLoss``: per image and class (1 - (TP + s) / (TP + alpha FP + beta FN + s))
   ** gamma over valid pixels, averaged over images, summed over classes / num_classes."""
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
   num_classes = probs.shape[-1]
   valid = (labels != ignore_index).astype(jnp.float32)[..., None]
   target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes)
@@ -222,7 +227,7 @@ def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000,
   (``reduction='none'``, loss_weight included; softmax cross entropy terms only)."""
   valid = labels != ignore_index
   batch_kept = min_kept * labels.shape[0]
-  logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
+  logits = at_least_float32(jax.lax.stop_gradient(logits))
   if thresh is None:
     losses = jnp.zeros(labels.shape, jnp.float32)
     for term in loss_terms or [{"type": "CrossEntropyLoss"}]:
@@ -255,25 +260,28 @@ _IGNORED_ARGS = {"reduction"}
 
 
 def _loss_terms(loss_cfg: Any) -> list[Mapping]:
-  return list(loss_cfg) if isinstance(loss_cfg, (list, tuple)) else [loss_cfg]
+  if not loss_cfg:
+    return [{"type": "CrossEntropyLoss"}]
+  return [dict(t) for t in (loss_cfg if isinstance(loss_cfg, (list, tuple)) else [loss_cfg])]
 
 
-def head_losses(logits: jax.Array, labels: jax.Array, head_cfg: Mapping, prefix: str) -> dict:
+def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ignore_index: int = 255,
+                  sampler: Mapping | None = None, align_corners: bool = False) -> dict:
   """mmseg ``BaseDecodeHead.losses``: resize logits to the label size, optional OHEM pixel
-  weights, sum each ``loss_decode`` term (keyed ``{prefix}.{loss_name}``), ``{prefix}.acc_seg``."""
-  logits = layers.resize(logits, labels.shape[1:3], bool(head_cfg.get("align_corners", False)))
-  ignore_index = head_cfg.get("ignore_index", 255)
+  weights, sum each ``loss_decode`` term under its ``loss_name`` (terms sharing a name add up),
+  and ``acc_seg``. Keys are unprefixed (``loss_ce``); the segmentor adds ``decode.``/``aux.``."""
+  logits = layers.resize(seg_logit, labels.shape[1:3], bool(align_corners))
+  terms = _loss_terms(loss_decode)
   weight = None
-  sampler = head_cfg.get("sampler")
   if sampler:
     sampler = dict(sampler)
     if sampler.pop("type") != "OHEMPixelSampler":
       raise ValueError("sampler.type must be 'OHEMPixelSampler'")
-    weight = ohem_weight(logits, labels, ignore_index, **sampler,
-                         loss_terms=[dict(t) for t in _loss_terms(head_cfg.get("loss_decode") or {"type": "CrossEntropyLoss"})])
+    sampler.pop("context", None)  # mmseg passes the head itself; segjax gives the loss terms
+    weight = ohem_weight(logits, labels, ignore_index, **sampler, loss_terms=terms)
   out = {}
-  for term in _loss_terms(head_cfg.get("loss_decode") or {"type": "CrossEntropyLoss"}):
-    term = {k: v for k, v in dict(term).items() if k not in _IGNORED_ARGS}
+  for term in terms:
+    term = {k: v for k, v in term.items() if k not in _IGNORED_ARGS}
     kind = term.pop("type")
     if kind not in LOSSES:
       raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
@@ -281,20 +289,18 @@ def head_losses(logits: jax.Array, labels: jax.Array, head_cfg: Mapping, prefix:
     loss_weight = term.pop("loss_weight", 1.0)
     term.pop("ignore_index", None)  # the head's ignore_index applies, as in mmseg
     value = loss_weight * LOSSES[kind](logits, labels, ignore_index=ignore_index, weight=weight, **term)
-    key = f"{prefix}.{name}"
-    out[key] = out.get(key, 0.0) + value
-  out[f"{prefix}.acc_seg"] = accuracy(logits, labels, ignore_index)
+    out[name] = out.get(name, 0.0) + value
+  out["acc_seg"] = accuracy(logits, labels, ignore_index)
   return out
 
 
-def segmentor_losses(outputs: Mapping, labels: jax.Array, model_cfg: Mapping) -> tuple[jax.Array, dict]:
-  """Total loss (sum of every ``*loss*`` term, as mmseg's ``_parse_losses``) and the log dict."""
-  logs = head_losses(outputs["decode"], labels, model_cfg["decode_head"], "decode")
-  aux_cfg = model_cfg.get("auxiliary_head")
-  if aux_cfg:
-    cfgs = list(aux_cfg) if isinstance(aux_cfg, (list, tuple)) else [aux_cfg]
-    for i, (logits, cfg) in enumerate(zip(outputs["aux"], cfgs)):
-      logs.update(head_losses(logits, labels, cfg, f"aux_{i}" if len(cfgs) > 1 else "aux"))
-  total = sum(v for k, v in logs.items() if "loss" in k)
-  logs["loss"] = total
-  return total, logs
+def add_prefix(losses: Mapping, prefix: str) -> dict:
+  """mmseg ``add_prefix``: ``loss_ce`` -> ``decode.loss_ce``."""
+  return {f"{prefix}.{k}": v for k, v in losses.items()}
+
+
+def parse_losses(losses: Mapping) -> tuple[jax.Array, dict]:
+  """mmseg ``BaseSegmentor._parse_losses``: the total is the sum of every key containing
+  ``loss``; the log holds every term and ``loss``."""
+  total = sum(v for k, v in losses.items() if "loss" in k)
+  return total, {**losses, "loss": total}

@@ -13,7 +13,7 @@ from configs.common import BN
 from conftest import ORACLE, ROOT, require
 from segjax import apis
 from segjax.convert.mmseg_config import load_mmseg_config
-from segjax.models.segmentor import encode_decode, slide_inference
+from segjax.models.segmentors.inference import encode_decode, slide_inference
 
 
 def tiny_model_cfg(**head) -> dict:
@@ -42,7 +42,7 @@ def test_converted_dir_reproduces_mmseg_logits(converted):
   model = apis.init_segmentor(out)
   x = np.load(os.path.join(case, "input.npy")).transpose(0, 2, 3, 1)
   ref = np.load(os.path.join(case, "logits.npy")).transpose(0, 2, 3, 1)
-  assert np.abs(np.asarray(apis.segmentor_logits(model, x)) - ref).max() < 1e-4
+  assert np.abs(np.asarray(apis.encode_decode(model, x)) - ref).max() < 1e-4
 
 
 def test_inference_segmentor_and_show_result(converted, tmp_path):
@@ -51,7 +51,7 @@ def test_inference_segmentor_and_show_result(converted, tmp_path):
   img = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
   seg = apis.inference_segmentor(model, img)
   assert seg.shape == (37, 53) and seg.min() >= 0 and seg.max() < 19
-  probs = apis.inference_probs(model, img, scales=(0.5, 1.0), flip=True)
+  probs = apis.inference_segmentor(model, img, scales=(0.5, 1.0), flip=True, probs=True)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   overlay = apis.show_result(model, img, np.zeros((37, 53), np.int64), opacity=0.5,
                              out_file=str(tmp_path / "o.png"))
@@ -120,13 +120,13 @@ def test_mmseg_config_to_segjax_config(tmp_path):
 
 def test_binary_head_thresholds_sigmoid():
   from segjax import losses
-  from segjax.models.segmentor import predict
+  from segjax.models.segmentors.inference import predict
   binary = dict(concat_input=False, num_classes=2, out_channels=1, threshold=0.6,
                 loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
   model = apis.init_segmentor(tiny_model_cfg(**binary))
   assert model.threshold == 0.6
   img = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
-  probs = apis.inference_probs(model, img)
+  probs = apis.inference_segmentor(model, img, probs=True)
   seg = apis.inference_segmentor(model, img)
   assert probs.shape == (40, 48, 1)
   np.testing.assert_array_equal(seg, (probs[..., 0] > 0.6).astype(np.int64))
@@ -154,8 +154,8 @@ def test_segmentor_compiles_each_image_shape_once():
   try:
     for shape in [(1, 32, 48, 3), (1, 32, 48, 3), (1, 40, 40, 3), (1, 32, 48, 3)]:
       x = np.zeros(shape, np.float32)
-      assert apis.segmentor_logits(model, x).shape == (*shape[:3], 3)
-      assert apis.test_logits(model, x).shape == (*shape[:3], 3)
+      assert apis.encode_decode(model, x).shape == (*shape[:3], 3)
+      assert apis.inference_logits(model, x).shape == (*shape[:3], 3)
   finally:
     jax.monitoring.unregister_event_duration_listener(record)
   assert sorted(compiled) == ["jit(encode_decode)"] * 2 + ["jit(inference_logits)"] * 2, compiled

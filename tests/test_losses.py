@@ -32,17 +32,29 @@ def test_matches_torch_cross_entropy():
   assert float(out) == pytest.approx(float(ref.mean()), rel=1e-5)
 
 
-def test_segmentor_losses_weight_aux_head():
+def test_decode_losses_weight_and_parse_losses_total():
   logits = jnp.zeros((1, 4, 4, 3)).at[..., 0].set(5.0)
   label = jnp.ones((1, 8, 8), jnp.int32)
-  cfg = {"decode_head": {"loss_decode": {"type": "CrossEntropyLoss", "loss_weight": 1.0}},
-         "auxiliary_head": {"loss_decode": {"type": "CrossEntropyLoss", "loss_weight": 0.4}}}
-  total, logs = losses.segmentor_losses({"decode": logits, "aux": [logits]}, label, cfg)
+  decode = losses.decode_losses(logits, label, {"type": "CrossEntropyLoss", "loss_weight": 1.0})
+  aux = losses.decode_losses(logits, label, {"type": "CrossEntropyLoss", "loss_weight": 0.4})
+  total, logs = losses.parse_losses({**losses.add_prefix(decode, "decode"),
+                                     **losses.add_prefix(aux, "aux")})
   per_pixel = -np.log(np.exp(0) / (np.exp(5) + 2))
   assert float(logs["decode.loss_ce"]) == pytest.approx(per_pixel, rel=1e-5)
   assert float(logs["aux.loss_ce"]) == pytest.approx(0.4 * per_pixel, rel=1e-5)
-  assert float(total) == pytest.approx(1.4 * per_pixel, rel=1e-5)
+  # mmseg's _parse_losses: the total sums keys containing 'loss', not the accuracies.
+  assert float(total) == pytest.approx(1.4 * per_pixel, rel=1e-5) and float(logs["loss"]) == float(total)
   assert float(logs["decode.acc_seg"]) == 0.0
+
+
+def test_terms_sharing_a_loss_name_add_up():
+  # mmseg: two loss_decode entries with one loss_name are summed under that name.
+  logits = jnp.zeros((1, 4, 4, 3)).at[..., 0].set(5.0)
+  label = jnp.ones((1, 4, 4), jnp.int32)
+  one = losses.decode_losses(logits, label, {"type": "CrossEntropyLoss"})["loss_ce"]
+  two = losses.decode_losses(logits, label, [{"type": "CrossEntropyLoss", "loss_weight": 1.0},
+                                             {"type": "CrossEntropyLoss", "loss_weight": 2.0}])
+  assert float(two["loss_ce"]) == pytest.approx(3 * float(one), rel=1e-6)
 
 
 def test_sigmoid_documented_value_and_torch_bce():
@@ -193,13 +205,13 @@ def test_tversky_gamma_and_per_image_mean():
   assert float(out) == pytest.approx(per.mean(0).sum() / 2, rel=1e-5)
 
 
-def test_head_losses_with_ohem_by_loss_ranking():
+def test_decode_losses_with_ohem_by_loss_ranking():
   # mmseg's r101-d16-mg124 heads: sampler=dict(type='OHEMPixelSampler', min_kept=...) (no thresh).
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.normal(size=(2, 4, 4, 3)).astype(np.float32))
   labels = jnp.asarray(rng.integers(0, 3, (2, 4, 4)))
-  head = dict(sampler=dict(type="OHEMPixelSampler", min_kept=5), loss_decode=dict(type="CrossEntropyLoss"))
-  out = losses.head_losses(logits, labels, head, "decode")
+  out = losses.decode_losses(logits, labels, dict(type="CrossEntropyLoss"),
+                             sampler=dict(type="OHEMPixelSampler", min_kept=5))
   ce = np.asarray(losses.softmax_ce_pixels(logits, labels))
   kept = np.sort(ce.reshape(-1))[-10:]  # the 5 x batch largest
-  assert float(out["decode.loss_ce"]) == pytest.approx(kept.sum() / ce.size, rel=1e-5)
+  assert float(out["loss_ce"]) == pytest.approx(kept.sum() / ce.size, rel=1e-5)

@@ -153,7 +153,7 @@ def test_slide_inference_memory_does_not_grow_with_the_number_of_crops():
   grows by at most one image-sized logit buffer ((classes + 1) floats per pixel), never by
   per-crop activations, because one compiled crop runs inside a loop. (Unrolling the crops
   instead grows it by 5.1 MB here, twice this bound.)"""
-  from segjax.models.segmentor import slide_inference
+  from segjax.models.segmentors.inference import slide_inference
   model = build_segmentor(dict(type="EncoderDecoder", backbone=backbone(base=16),
                                decode_head=dict(HEADS["PSPHead"], in_channels=128)))
   crop, stride = (64, 64), (48, 48)

@@ -116,7 +116,7 @@ def test_export_reloads_and_reproduces_logits(trained, tmp_path):
   x = np.random.default_rng(0).normal(size=(2, 32, 48, 3)).astype(np.float32)
   config = load_config("configs/pspnet_synthetic.py")
   apply_overrides(config, TINY_OVERRIDES)
-  ref = apis.test_logits(apis.init_segmentor(config, workdir), x)
+  ref = apis.inference_logits(apis.init_segmentor(config, workdir), x)
   np.testing.assert_allclose(np.asarray(exported.call(x)), np.asarray(ref), atol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_export_saved_model_with_tensorflow_or_a_clear_error(trained, tmp_path):
   x = np.random.default_rng(0).normal(size=(1, 32, 48, 3)).astype(np.float32)
   config = load_config("configs/pspnet_synthetic.py")
   apply_overrides(config, TINY_OVERRIDES)
-  ref = apis.test_logits(apis.init_segmentor(config, workdir), x)
+  ref = apis.inference_logits(apis.init_segmentor(config, workdir), x)
   got = tf.saved_model.load(saved).signatures["serve"](images=tf.constant(x))
   np.testing.assert_allclose(list(got.values())[0].numpy(), np.asarray(ref), atol=1e-5)
 

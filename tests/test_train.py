@@ -42,12 +42,10 @@ def tiny_config(data_root, total_iters=4):
 
 def tiny_step(c, **kwargs):
   """(initial train state, unjitted train step) of config ``c``'s model."""
-  model_cfg = to_plain(c.model)
-  model = build_segmentor(model_cfg)
+  model = build_segmentor(to_plain(c.model))
   tx, schedule = optim.build_optimizer(c)
   state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
-  return state, functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                  model_cfg=model_cfg, **kwargs)
+  return state, functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule, **kwargs)
 
 
 def test_train_steps_reduce_loss(tiny_dataset):
@@ -185,13 +183,13 @@ def test_pretrained_backbone_from_imagenet_style_pth(tiny_dataset, tmp_path):
     state_dict[name] = torch.from_numpy(np.array(value))
   pth = str(tmp_path / "resnet_imagenet.pth")
   torch.save(state_dict, pth)
-  loaded = loop._load_pretrained_backbone(fresh, pth)
+  loaded = loop._load_pretrained_backbone(fresh, pth, "ResNetV1c")
   for a, b in zip(jax.tree.leaves(loaded.params["backbone"]), jax.tree.leaves(source.params["backbone"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for a, b in zip(jax.tree.leaves(loaded.params["decode_head"]), jax.tree.leaves(fresh.params["decode_head"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # heads keep their init
   with pytest.raises(FileNotFoundError, match="does not download"):
-    loop._load_pretrained_backbone(fresh, "open-mmlab://resnet50_v1c")
+    loop._load_pretrained_backbone(fresh, "open-mmlab://resnet50_v1c", "ResNetV1c")
 
 
 def test_nan_loss_stops_with_step_and_files(tiny_dataset, tmp_path, monkeypatch):

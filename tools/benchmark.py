@@ -39,13 +39,13 @@ def main(argv=None):
   segmentor = apis.init_segmentor(config, args.checkpoint)
   x = np.random.default_rng(0).normal(size=(1, *args.shape, 3)).astype(np.float32)
   start = time.perf_counter()
-  jax.block_until_ready(apis.test_logits(segmentor, x))
+  jax.block_until_ready(apis.inference_logits(segmentor, x))
   print(f"compile + first run: {time.perf_counter() - start:.2f} s")
   for _ in range(WARMUP - 1):
-    jax.block_until_ready(apis.test_logits(segmentor, x))
+    jax.block_until_ready(apis.inference_logits(segmentor, x))
   start = time.perf_counter()
   for i in range(1, args.repeat + 1):
-    jax.block_until_ready(apis.test_logits(segmentor, x))
+    jax.block_until_ready(apis.inference_logits(segmentor, x))
     if i % args.log_interval == 0:
       print(f"Done image [{i:<3}/ {args.repeat}], fps: {i / (time.perf_counter() - start):.2f} img / s")
   elapsed = time.perf_counter() - start

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segjax.config import apply_overrides, load_config  # noqa: E402
+from segjax.models.segmentors.encoder_decoder import final_decode_head  # noqa: E402
 from segjax.data.check import check_dataset, class_table  # noqa: E402
 from segjax.data.datasets import build_split  # noqa: E402
 
@@ -25,7 +26,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  num_classes = config.model.decode_head.num_classes
+  num_classes = final_decode_head(config.model)["num_classes"]
   found = False
   for split in args.split:
     dataset = build_split(config.data, split)

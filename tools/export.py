@@ -28,7 +28,7 @@ from jax import export  # noqa: E402
 
 from segjax import apis  # noqa: E402
 from segjax.config import apply_overrides, load_config  # noqa: E402
-from segjax.models.segmentor import inference_logits  # noqa: E402
+from segjax.models.segmentors.inference import inference_logits  # noqa: E402
 
 
 def export_segmentor(segmentor: apis.Segmentor, shape) -> bytes:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from segjax.config import apply_overrides, load_config  # noqa: E402
 from segjax.models import build_segmentor  # noqa: E402
-from segjax.models.segmentor import encode_decode  # noqa: E402
+from segjax.models.segmentors.inference import encode_decode  # noqa: E402
 
 
 def model_flops(model, shape) -> tuple[float, int]:

@@ -33,8 +33,7 @@ def main(argv=None):
   state = jax.eval_shape(functools.partial(loop.create_train_state, model, tx), jax.random.PRNGKey(0))
   batch = {"img": jax.ShapeDtypeStruct((1, *args.crop, 3), np.float32),
            "gt_semantic_seg": jax.ShapeDtypeStruct((1, *args.crop), np.int32)}
-  step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                   model_cfg=model_cfg))
+  step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule))
   analysis = step.lower(state, batch).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   flops = float(analysis["flops"])

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from segjax.config import load_config, to_plain  # noqa: E402
 from segjax.models import build_segmentor  # noqa: E402
+from segjax.models.segmentors.encoder_decoder import final_decode_head  # noqa: E402
 from segjax.train import loop, optim  # noqa: E402
 
 
@@ -37,11 +38,11 @@ def main(argv=None):
   tx, schedule = optim.build_optimizer(config)
   state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
-  num_classes = model_cfg["decode_head"]["num_classes"]
+  num_classes = final_decode_head(model_cfg)["num_classes"]
   batch = {"img": rng.normal(size=(args.batch, *args.crop, 3)).astype(np.float32),
            "gt_semantic_seg": rng.integers(0, num_classes, size=(args.batch, *args.crop)).astype(np.int32)}
   step = jax.jit(functools.partial(loop.train_step, model=model, tx=tx, schedule=schedule,
-                                   model_cfg=model_cfg, compute_dtype=jax.numpy.dtype(args.compute_dtype)),
+                                   compute_dtype=jax.numpy.dtype(args.compute_dtype)),
                  donate_argnums=0)
   start = time.perf_counter()
   compiled = xla_flags.compile_and_trim(step, state, batch)

@@ -310,7 +310,7 @@ def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3), source: str
   return convert_state_dict(load_torch_checkpoint(path), target, checkpoint_rules(model_cfg, source))
 
 
-def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str | None = None,
+def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str,
                                 source: str | None = None) -> dict:
   """Weights for the backbone alone, as mmseg's ``pretrained=``, from a checkpoint of ``source``
   as the backbone class (or type name) declares it, e.g. ``"imagenet"`` (a classifier whose
@@ -318,13 +318,11 @@ def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type 
   ``backbone.`` keys are taken with the prefix stripped and the rest ignored.
 
   ``source=None`` keeps the behaviour users rely on from ``model.pretrained``: ``"mmseg"`` when
-  some key starts with ``backbone.``, else ``"imagenet"``. ``backbone=None`` means ResNet, the
-  family of every checkpoint the trainer loaded before it named its backbone.
+  some key starts with ``backbone.``, else ``"imagenet"``.
   """
   from segjax.models import BACKBONES
-  from segjax.models.backbones.resnet import ResNet
 
-  cls = BACKBONES[backbone] if isinstance(backbone, str) else backbone or ResNet
+  cls = BACKBONES[backbone] if isinstance(backbone, str) else backbone
   state = load_torch_checkpoint(path)
   if source is None:
     source = "mmseg" if any(k.startswith("backbone.") for k in state) else "imagenet"

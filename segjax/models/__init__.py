@@ -19,7 +19,8 @@ from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
 from segjax.models.necks.fpn import FPN
-from segjax.models.segmentor import EncoderDecoder
+from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
+from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax import xla_flags
 from segjax.config import to_plain
 
@@ -47,7 +48,7 @@ HEADS = {
     "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "UPerHead": UPerHead,
 }
-SEGMENTORS = {"EncoderDecoder": EncoderDecoder}
+SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
 
 
@@ -82,7 +83,7 @@ def build_segmentor(model_cfg) -> nn.Module:
   """Build the segmentor of an mmseg-style ``model`` config (ConfigDict or dict)."""
   cfg = to_plain(model_cfg)
   cls = _lookup(SEGMENTORS, cfg, "model")
-  ignored = {"pretrained", "train_cfg", "test_cfg", "init_cfg"}  # read by the trainer/inference
+  ignored = {"pretrained", "init_cfg"}  # read by the trainer
   kwargs = module_kwargs(cls, {k: v for k, v in cfg.items() if k not in ignored}, "model")
   kwargs.pop("build", None)
   # Validate every sub-config now rather than at first trace.
@@ -90,6 +91,9 @@ def build_segmentor(model_cfg) -> nn.Module:
     sub = kwargs.get(kind)
     for i, c in enumerate(sub if isinstance(sub, tuple) else ([sub] if sub else [])):
       build_module(c, kind if not isinstance(sub, tuple) else f"{kind}[{i}]")
+  if cls is EncoderDecoder and isinstance(kwargs.get("decode_head"), tuple):
+    raise ValueError("model.decode_head is a list: that is a CascadeEncoderDecoder (type="
+                     "'CascadeEncoderDecoder', num_stages=...), not an EncoderDecoder")
   return cls(build=build_module, **kwargs)
 
 

@@ -1,8 +1,11 @@
-"""The one training loop: jit over a data-parallel mesh, periodic evaluation and checkpoints.
+"""The one training loop: jit over a data-parallel mesh, then periodic actions after each step.
 
 ``train_and_evaluate(config, workdir)`` resumes from the latest checkpoint in ``workdir`` when one
 exists (state, step and data-iterator position), else starts from ``config.load_from`` weights or
-from scratch.
+from scratch. After every step the loop calls each periodic action in order: ``LogMetrics``,
+``SaveCheckpoint`` (before evaluation, so a failing evaluation never loses trained steps),
+``Evaluate``; ``train_and_evaluate(..., extra_actions=[...])`` appends more (any callable
+``(step, state, logs) -> None``).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -26,7 +29,8 @@ from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain
 from segjax.models import build_segmentor, init_compiler_options, init_variables
-from segjax.models.segmentor import binary_threshold, inference_logits, predict
+from segjax.models.segmentors.encoder_decoder import final_decode_head
+from segjax.models.segmentors.inference import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim
 from segjax.train.writers import MetricWriter
@@ -53,20 +57,21 @@ def create_train_state(model, tx, rng, num_channels: int = 3) -> TrainState:
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=rng)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, schedule, model_cfg,
-               compute_dtype=jnp.float32):
-  """One SGD/AdamW step. ``compute_dtype=bfloat16`` runs the forward and backward pass on bf16
-  copies of the float32 parameters and image (mixed precision); losses, gradients, the optimizer
-  and BatchNorm statistics stay float32."""
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule,
+               compute_dtype=jnp.float32, deterministic: bool = False):
+  """One optimizer step on mmseg's ``forward_train`` losses (``_parse_losses``: the total is the
+  sum of every ``loss`` term). ``compute_dtype=bfloat16`` runs the forward and backward pass on
+  bf16 copies of the float32 parameters and image (mixed precision); losses (mmseg's
+  ``force_fp32``), gradients, the optimizer and BatchNorm statistics stay float32.
+  ``deterministic``: no dropout / drop path (BatchNorm still in training mode)."""
+  rngs = {} if deterministic else {"dropout": jax.random.fold_in(state.rng, state.step)}
   cast = lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype), tree)
 
   def loss_fn(params):
-    outputs, new_vars = model.apply({"params": cast(params), "batch_stats": state.batch_stats},
-                                    cast(batch["img"]), train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": dropout_rng})
-    outputs = jax.tree.map(lambda a: a.astype(jnp.float32), outputs)
-    loss, logs = losses.segmentor_losses(outputs, batch["gt_semantic_seg"], model_cfg)
+    loss_dict, new_vars = model.apply({"params": cast(params), "batch_stats": state.batch_stats},
+                                      cast(batch["img"]), batch["gt_semantic_seg"], train=True,
+                                      mode="loss", mutable=["batch_stats"], rngs=rngs)
+    loss, logs = losses.parse_losses(jax.tree.map(losses.at_least_float32, loss_dict))
     return loss, (logs, new_vars.get("batch_stats", {}))
 
   grads, (logs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -82,9 +87,10 @@ def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: 
   """Areas (4, num_classes) of the batch: test-mode logits resized to the label size."""
   logits = inference_logits(model, variables, batch["img"], test_cfg)
   label = batch["gt_semantic_seg"]
+  head = final_decode_head({"decode_head": model.decode_head})
   if logits.shape[1:3] != label.shape[1:3]:
-    logits = resize(logits, label.shape[1:3], bool(model.decode_head.get("align_corners", False)))
-  pred = predict(logits, binary_threshold(model.decode_head))
+    logits = resize(logits, label.shape[1:3], bool(head.get("align_corners", False)))
+  pred = predict(logits, binary_threshold(head))
   return evaluation.batch_areas(pred, label, num_classes, ignore_index)
 
 
@@ -111,17 +117,86 @@ def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:
   return evaluation.total_area_to_metrics(*totals, metrics=["mIoU"])
 
 
-class _Timer:
-  def __init__(self):
-    self.start = time.time()
-    self.steps = 0
-
-  def per_step(self):
-    return (time.time() - self.start) / max(self.steps, 1)
+def due(step: int, interval: int, total: int) -> bool:
+  """Every ``interval`` steps and at the last step, as mmcv's iteration hooks."""
+  return step % interval == 0 or step == total
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Train ``config`` in ``workdir``; returns the last evaluation summary."""
+class LogMetrics:
+  """Averages every logged value over the interval on device (clu, no host sync per step) and
+  writes the means, the lr the step used and the time per step; stops the run on a non-finite
+  loss, naming the step and the batch's image files."""
+
+  def __init__(self, interval: int, total: int, writer: MetricWriter, schedule, train_set):
+    self.interval, self.total, self.writer, self.schedule = interval, total, writer, schedule
+    self.train_set = train_set
+    self.means, self.start, self.steps = None, time.time(), 0
+
+  def __call__(self, step: int, state: TrainState, logs: dict) -> None:
+    step_means = {k: clu_metrics.Average.from_model_output(v) for k, v in logs.items()
+                  if k != "index"}
+    self.means = step_means if self.means is None else {
+        k: self.means[k].merge(m) for k, m in step_means.items()}
+    self.steps += 1
+    if not due(step, self.interval, self.total):
+      return
+    last_loss = float(logs["loss"])
+    if not np.isfinite(last_loss):
+      files = [(lambda ds, j: ds.img_infos[j]["filename"])(*self.train_set.locate(int(i)))
+               for i in np.asarray(logs["index"])]
+      raise NonFiniteLossError(f"loss is {last_loss} at step {step} (checked every "
+                               f"{self.interval} steps); this step's batch files: {files}")
+    out = {k: float(m.compute()) for k, m in self.means.items()}
+    out["lr"] = float(self.schedule(step - 1))  # the lr this step used, not the interval mean
+    out["time"] = per_step = (time.time() - self.start) / max(self.steps, 1)
+    self.writer.write_scalars(step, out)
+    logging.info("step %d/%d  loss %.4f  lr %.3e  %.3f s/step  eta %s", step, self.total,
+                 out["loss"], out["lr"], per_step, _hms(per_step * (self.total - step)))
+    self.means, self.start, self.steps = None, time.time(), 0
+
+
+class SaveCheckpoint:
+  """Writes the state and the data iterator's position every ``interval`` steps, at the last
+  step, and at once after SIGTERM (then exits with 128 + the signal)."""
+
+  def __init__(self, interval: int, total: int, manager, data_iter, stop: dict):
+    self.interval, self.total, self.manager = interval, total, manager
+    self.data_iter, self.stop = data_iter, stop
+
+  def __call__(self, step: int, state: TrainState, logs: dict) -> None:
+    if due(step, self.interval, self.total) or self.stop["signal"]:
+      checkpoint.save(self.manager, step, state, self.data_iter, force=bool(self.stop["signal"]))
+    if self.stop["signal"]:
+      self.manager.wait_until_finished()
+      logging.warning("signal %d: checkpoint written at step %d, exiting", self.stop["signal"], step)
+      raise SystemExit(128 + self.stop["signal"])
+
+
+class Evaluate:
+  """mIoU on the val set every ``interval`` steps and at the last step; ``summary`` holds the
+  latest result."""
+
+  def __init__(self, interval: int, total: int, eval_fn, val_set, host_batch: int,
+               writer: MetricWriter):
+    self.interval, self.total, self.eval_fn = interval, total, eval_fn
+    self.val_set, self.host_batch, self.writer = val_set, host_batch, writer
+    self.summary: dict = {}
+
+  def __call__(self, step: int, state: TrainState, logs: dict) -> None:
+    if not due(step, self.interval, self.total):
+      return
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    metrics = evaluate(self.eval_fn, variables, self.val_set, self.host_batch)
+    self.summary = evaluation.summary(metrics)
+    self.writer.write_scalars(step, self.summary, mode="val")
+    logging.info("step %d val: %s\n%s", step,
+                 "  ".join(f"{k} {v:.4f}" for k, v in self.summary.items()),
+                 evaluation.format_table(metrics, self.val_set.CLASSES))
+
+
+def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] = ()) -> dict:
+  """Train ``config`` in ``workdir``; returns the last evaluation summary. ``extra_actions``:
+  callables ``(step, state, logs)`` run after the built-in actions at every step."""
   os.makedirs(workdir, exist_ok=True)
   _log_to_file(workdir)
   mesh = sharding.make_mesh(config.get("mesh"))
@@ -129,7 +204,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   model = build_segmentor(model_cfg)
   train_set = build_split(config.data, "train")
   val_set = build_split(config.data, "val")
-  num_classes = model_cfg["decode_head"]["num_classes"]
+  num_classes = final_decode_head(model_cfg)["num_classes"]
   if train_set.num_classes != num_classes:
     raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
                      f"model.decode_head.num_classes={num_classes}")
@@ -163,7 +238,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     compiler_options=init_compiler_options())(rng)
     start_step = 0
     if model_cfg.get("pretrained"):
-      state = _load_pretrained_backbone(state, model_cfg["pretrained"])
+      state = _load_pretrained_backbone(state, model_cfg["pretrained"], model_cfg["backbone"]["type"])
     if config.load_from:
       loaded = checkpoint.load_variables(config.load_from)
       state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
@@ -174,7 +249,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("resumed from %s at step %d", manager.directory, start_step)
 
   step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                      model_cfg=model_cfg,
                                       compute_dtype=jnp.dtype(config.compute_dtype)),
                     in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sharding, repl), donate_argnums=0)
@@ -182,9 +256,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir)
   stop = {"signal": None}
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-
   total = config.total_iters
-  timer, means, summary = _Timer(), None, {}
+  evaluator = Evaluate(config.evaluation.interval, total, eval_fn, val_set, host_batch, writer)
+  actions: list[Callable] = [
+      LogMetrics(config.log_interval, total, writer, schedule, train_set),
+      SaveCheckpoint(config.checkpoint.interval, total, manager, data_iter, stop),
+      evaluator, *extra_actions]
   try:
     for step in range(start_step + 1, total + 1):
       batch = next(data_iter)
@@ -193,47 +270,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if step == start_step + 1:  # compile apart from the first run (xla_flags.compile_and_trim)
         xla_flags.compile_and_trim(step_fn, state, batch)
       state, logs = step_fn(state, batch)
-      # clu averages on device (no host sync per step); the log shows the interval mean, as mmseg.
-      step_means = {k: clu_metrics.Average.from_model_output(v) for k, v in logs.items()}
-      means = step_means if means is None else {k: means[k].merge(m) for k, m in step_means.items()}
-      timer.steps += 1
-      if step % config.log_interval == 0 or step == total:
-        last_loss = float(logs["loss"])
-        if not np.isfinite(last_loss):
-          files = [(lambda ds, j: ds.img_infos[j]["filename"])(*train_set.locate(int(i)))
-                   for i in np.asarray(indices)]
-          raise NonFiniteLossError(f"loss is {last_loss} at step {step} (checked every "
-                                   f"{config.log_interval} steps); this step's batch files: {files}")
-        logs = {k: float(m.compute()) for k, m in means.items()}
-        logs["lr"] = float(schedule(step - 1))  # the lr this step used, not the interval mean
-        per_step = timer.per_step()
-        means = None
-        logs["time"] = per_step
-        writer.write_scalars(step, logs)
-        eta = per_step * (total - step)
-        logging.info("step %d/%d  loss %.4f  lr %.3e  %.3f s/step  eta %s", step, total,
-                     logs["loss"], logs["lr"], per_step, _hms(eta))
-        timer = _Timer()
-      if step % config.evaluation.interval == 0 or step == total:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        metrics = evaluate(eval_fn, variables, val_set, host_batch)
-        summary = evaluation.summary(metrics)
-        writer.write_scalars(step, summary, mode="val")
-        logging.info("step %d val: %s\n%s", step,
-                     "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
-                     evaluation.format_table(metrics, val_set.CLASSES))
-      if step % config.checkpoint.interval == 0 or step == total or stop["signal"]:
-        checkpoint.save(manager, step, state, data_iter, force=bool(stop["signal"]))
-      if stop["signal"]:
-        manager.wait_until_finished()
-        logging.warning("signal %d: checkpoint written at step %d, exiting", stop["signal"], step)
-        raise SystemExit(128 + stop["signal"])
+      logs["index"] = indices  # the batch's dataset indices, for messages naming its files
+      for action in actions:
+        action(step, state, logs)
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     manager.wait_until_finished()
     writer.close()
     data_iter.close()  # stops grain's worker processes now rather than at interpreter exit
-  return summary
+  return evaluator.summary
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
@@ -278,16 +323,17 @@ def _check_sample(dataset, num_classes: int, samples: int) -> None:
                     f"(python tools/check_dataset.py checks them all):\n  " + "\n  ".join(problems[:20]))
 
 
-def _load_pretrained_backbone(state: TrainState, path: str) -> TrainState:
+def _load_pretrained_backbone(state: TrainState, path: str, backbone_type: str) -> TrainState:
   """``model.pretrained``: initialise the backbone from a local .pth (ImageNet classification or
-  mmseg segmentor checkpoint), as mmseg's ``pretrained``/``init_cfg=Pretrained``."""
+  mmseg segmentor checkpoint), as mmseg's ``pretrained``/``init_cfg=Pretrained``, with the
+  checkpoint rules of the backbone's family."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"model.pretrained={path!r} is not a local file; segjax does not "
                             "download weights: fetch the .pth (e.g. open-mmlab://resnet50_v1c) and "
                             "give its path")
   from segjax.convert import convert_backbone_checkpoint
   target = {"params": state.params["backbone"], "batch_stats": state.batch_stats.get("backbone", {})}
-  loaded = convert_backbone_checkpoint(path, target)
+  loaded = convert_backbone_checkpoint(path, target, backbone_type)
   params = dict(state.params, backbone=_fit(loaded["params"], state.params["backbone"], "params", path))
   batch_stats = dict(state.batch_stats)
   if "backbone" in batch_stats:

@@ -1,7 +1,16 @@
-"""mmseg ``BaseDecodeHead``: input selection/transform, dropout and the ``conv_seg`` classifier.
+"""mmseg ``BaseDecodeHead`` and ``BaseCascadeDecodeHead``: the head contract.
 
-Loss settings (``loss_decode``, ``ignore_index``, ``sampler``) are read by the segmentor from the
-same config dict; the module only turns features into logits.
+A head owns three things, as in mmseg:
+- its forward (``__call__``): features -> its raw output (logits, or several maps);
+- ``forward_train(inputs, labels, train_cfg, prev_output)``: its training losses, keyed by mmseg's
+  loss names (``loss_ce``, ``acc_seg``, ...; the segmentor adds the ``decode.``/``aux.`` prefix);
+- ``forward_test(inputs, test_cfg, prev_output, train)``: the logits inference uses.
+Segmentors call heads only through these; a head with several outputs, its own losses or its own
+test-time procedure overrides ``losses``/``forward_train``/``forward_test``.
+
+Dropout (and, in later families, drop path) is active only when the head runs in training mode
+*and* a ``'dropout'`` rng is given: without one, a training-mode forward is deterministic (BatchNorm
+still uses batch statistics), which is what ``apis.segmentor_losses(deterministic=True)`` uses.
 """
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax import layers
+from segjax import layers, losses
 
 
 class BaseDecodeHead(nn.Module):
@@ -47,6 +56,27 @@ class BaseDecodeHead(nn.Module):
                        f"with num_classes=2) or num_classes={self.num_classes}")
     return self.out_channels
 
+  # ------------------------------------------------------------------ the contract
+
+  def forward_train(self, inputs, labels, train_cfg=None, prev_output=None) -> dict:
+    """mmseg ``forward_train``: training-mode forward, then ``losses``."""
+    del train_cfg, prev_output
+    return self.losses(self(inputs, train=True), labels)
+
+  def forward_test(self, inputs, test_cfg=None, prev_output=None, train: bool = False):
+    """mmseg ``forward_test``: the logits inference resizes to the image."""
+    del test_cfg, prev_output
+    return self(inputs, train=train)
+
+  def losses(self, seg_logit, labels) -> dict:
+    """mmseg ``BaseDecodeHead.losses``: logits resized to the labels (in float32 at least, mmseg's
+    ``force_fp32``), optional sampler weights, each ``loss_decode`` term, ``acc_seg``."""
+    return losses.decode_losses(losses.at_least_float32(seg_logit), labels, self.loss_decode,
+                                ignore_index=self.ignore_index, sampler=self.sampler,
+                                align_corners=self.align_corners)
+
+  # ------------------------------------------------------------------ building blocks
+
   def transform_inputs(self, inputs: Sequence) -> Any:
     """``_transform_inputs``: pick ``in_index``; 'resize_concat' / 'multiple_select'."""
     if self.input_transform == "resize_concat":
@@ -77,10 +107,27 @@ class BaseDecodeHead(nn.Module):
     return functools.partial(layers.conv_module, features, kernel_size, padding=padding,
                              dilation=dilation, norm_cfg=self.norm_cfg, act_cfg=self.act)
 
+  def stochastic(self, train: bool) -> bool:
+    """Whether dropout-like layers are active: training mode with a ``'dropout'`` rng."""
+    return train and self.has_rng("dropout")
+
   def cls_seg(self, x, train: bool):
     """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01)."""
     if self.dropout_ratio > 0:
-      x = nn.Dropout(self.dropout_ratio, broadcast_dims=(1, 2), deterministic=not train,
-                     name="dropout")(x)
+      x = nn.Dropout(self.dropout_ratio, broadcast_dims=(1, 2),
+                     deterministic=not self.stochastic(train), name="dropout")(x)
     return layers.conv2d(self.num_outputs, 1, kernel_init=nn.initializers.normal(0.01),
                          name="conv_seg")(x)
+
+
+class BaseCascadeDecodeHead(BaseDecodeHead):
+  """mmseg ``BaseCascadeDecodeHead``: a later stage of a ``CascadeEncoderDecoder``, whose forward
+  is ``__call__(inputs, prev_output, train)`` with the previous stage's ``forward_test`` output."""
+
+  def forward_train(self, inputs, labels, train_cfg=None, prev_output=None) -> dict:
+    del train_cfg
+    return self.losses(self(inputs, prev_output, train=True), labels)
+
+  def forward_test(self, inputs, test_cfg=None, prev_output=None, train: bool = False):
+    del test_cfg
+    return self(inputs, prev_output, train=train)

@@ -1,0 +1,2 @@
+"""Segmentors (mmseg ``models/segmentors``): EncoderDecoder, CascadeEncoderDecoder, and the test
+modes (whole / slide) in ``inference``."""
