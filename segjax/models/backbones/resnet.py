@@ -149,6 +149,9 @@ CHECKPOINT_RULES = {
 
 class ResNet(nn.Module):
   """mmseg ``ResNet`` (V1b by default). Returns the list of stage outputs in ``out_indices``."""
+  # A small instance for the registry tests (tests/test_registry.py).
+  TINY: ClassVar[dict] = dict(depth=18, stem_channels=8, base_channels=8,
+                              norm_cfg=dict(type="BN", requires_grad=True))
   CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   depth: int = 50
   in_channels: int = 3
@@ -246,5 +249,7 @@ class ResNetV1d(ResNet):
 
 class ResNeXt(ResNet):
   """mmseg ``ResNeXt``: grouped 3x3 convs of width ``planes * base_width / 64 * groups``."""
+  TINY: ClassVar[dict] = dict(depth=50, groups=2, base_width=4, stem_channels=8, base_channels=8,
+                              norm_cfg=dict(type="BN", requires_grad=True))
   groups: int = 32
   base_width: int = 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,6 +14,8 @@ from segjax.models.heads.decode_head import BaseDecodeHead
 
 class ASPPHead(BaseDecodeHead):
   """``image_pool`` (pool ``0`` + conv ``1``), ``aspp_modules.i`` per dilation, ``bottleneck``."""
+  TINY: ClassVar[dict] = dict(in_channels=32, in_index=2, channels=8, dilations=(1, 2, 3),
+                              num_classes=3, norm_cfg=dict(type="BN", requires_grad=True))
   dilations: Sequence[int] = (1, 6, 12, 18)
 
   def aspp_branch(self, dilation):
@@ -39,6 +41,7 @@ class ASPPHead(BaseDecodeHead):
 
 class DepthwiseSeparableASPPHead(ASPPHead):
   """DeepLabV3+: separable ASPP branches, ``c1_bottleneck`` on ``inputs[0]`` and ``sep_bottleneck``."""
+  TINY: ClassVar[dict] = dict(ASPPHead.TINY, c1_in_channels=8, c1_channels=4)
   c1_in_channels: int = 256
   c1_channels: int = 48
 

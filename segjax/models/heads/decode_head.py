@@ -15,7 +15,7 @@ still uses batch statistics), which is what ``apis.segmentor_losses(deterministi
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -24,6 +24,10 @@ from segjax import layers, losses
 
 
 class BaseDecodeHead(nn.Module):
+  """Every registered head class sets ``TINY``: a small instance of it (keyword arguments) for
+  the registry tests, whose inputs are the feature pyramid of tests/test_registry.py (8, 16, 32,
+  64 channels at strides 4, 8, 16, 32); a cascade head also gets a previous stage's logits."""
+  TINY: ClassVar[dict] = {}
   in_channels: Any = None  # int, or a sequence for multi-input heads; checked against the input
   channels: int = 512
   num_classes: int = 19

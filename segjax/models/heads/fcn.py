@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -13,6 +13,8 @@ from segjax.models.heads.decode_head import BaseDecodeHead
 
 class FCNHead(BaseDecodeHead):
   """``num_convs`` convs (``convs.0`` ...), optional ``conv_cat`` over [input, convs(input)]."""
+  TINY: ClassVar[dict] = dict(in_channels=64, in_index=3, channels=8, num_convs=2, concat_input=True,
+                              dilation=2, num_classes=3, norm_cfg=dict(type="BN", requires_grad=True))
   num_convs: int = 2
   kernel_size: int = 3
   concat_input: bool = True
@@ -42,6 +44,7 @@ class FCNHead(BaseDecodeHead):
 class DepthwiseSeparableFCNHead(FCNHead):
   """FCNHead with DepthwiseSeparableConvModules; mmseg's default ``dw_act_cfg=None`` leaves the
   depthwise conv without activation."""
+  TINY: ClassVar[dict] = dict(FCNHead.TINY, dilation=1)
   dw_act_cfg: Any = None
 
   def conv_builder(self, dilation):

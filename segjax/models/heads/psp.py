@@ -1,7 +1,7 @@
 """PSPHead (mmseg ``psp_head.py``) and its Pyramid Pooling Module, shared with UPerHead."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -32,6 +32,8 @@ class PPM(nn.Module):
 
 
 class PSPHead(BaseDecodeHead):
+  TINY: ClassVar[dict] = dict(in_channels=32, in_index=2, channels=8, pool_scales=(1, 2, 3, 6),
+                              num_classes=3, norm_cfg=dict(type="BN", requires_grad=True))
   pool_scales: Sequence[int] = (1, 2, 3, 6)
 
   @nn.compact

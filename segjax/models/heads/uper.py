@@ -1,7 +1,7 @@
 """UPerHead (mmseg ``uper_head.py``): PPM on the last level, FPN over the rest."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -12,6 +12,8 @@ from segjax.models.heads.psp import PPM
 
 
 class UPerHead(BaseDecodeHead):
+  TINY: ClassVar[dict] = dict(in_channels=(8, 16, 32, 64), in_index=(0, 1, 2, 3), channels=8,
+                              num_classes=3, norm_cfg=dict(type="BN", requires_grad=True))
   pool_scales: Sequence[int] = (1, 2, 3, 6)
   input_transform: str | None = "multiple_select"
 

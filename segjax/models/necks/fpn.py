@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 
@@ -35,6 +35,9 @@ class FPN(nn.Module):
   ``fpn_convs/<i>`` (the extra-level convs continue ``fpn_convs``' numbering), as mmseg's
   state_dict names them.
   """
+  # A small instance for the registry tests (tests/test_registry.py's feature pyramid).
+  TINY: ClassVar[dict] = dict(in_channels=(8, 16, 32, 64), out_channels=8, num_outs=5,
+                              add_extra_convs="on_input", norm_cfg=dict(type="BN", requires_grad=True))
   in_channels: Sequence[int]
   out_channels: int
   num_outs: int
