@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models.backbones import beit, convnext
+from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
@@ -30,6 +31,7 @@ BACKBONES = {
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
+    "HRNet": HRNet,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
