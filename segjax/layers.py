@@ -522,3 +522,13 @@ def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """
   x = jnp.take(x, _nearest_indices(x.shape[1], int(size[0])), axis=1)
   return jnp.take(x, _nearest_indices(x.shape[2], int(size[1])), axis=2)
+
+
+class Scale(nn.Module):
+  """mmcv ``Scale``: ``x`` times a learnable scalar ``scale`` (shape (), as mmcv stores it)."""
+  init_value: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.constant(self.init_value), (), jnp.float32)
+    return x * scale.astype(x.dtype)
