@@ -173,3 +173,33 @@ def test_save_converted_twice_into_one_directory_keeps_the_second(tmp_path):
   loaded = apis.init_segmentor(out).variables
   for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(second)):
     np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_init_segmentor_takes_what_mmseg_takes(converted, tmp_path):
+  # A converted directory, a .json model dict, a model dict and an mmseg-style .py config file,
+  # each with the mmseg checkpoint, all give mmseg's logits.
+  pytest.importorskip("torch")
+  case, out = converted
+  pth, model_json = os.path.join(case, "model.pth"), os.path.join(case, "mmseg_model.json")
+  model_dict = json.load(open(model_json))
+  py = tmp_path / "mmseg_style.py"
+  py.write_text(f"model = {model_dict!r}\n".replace("null", "None"))
+  x = np.load(os.path.join(case, "input.npy")).transpose(0, 2, 3, 1)
+  ref = np.load(os.path.join(case, "logits.npy")).transpose(0, 2, 3, 1)
+  for config, checkpoint in [(out, None), (model_json, pth), (model_dict, pth), (str(py), pth)]:
+    model = apis.init_segmentor(config, checkpoint)
+    assert np.abs(np.asarray(apis.encode_decode(model, x)) - ref).max() < 1e-4, config
+  with pytest.raises(FileNotFoundError, match="not a converted segjax directory"):
+    apis.init_segmentor(str(tmp_path))
+
+
+def test_segmentor_losses_are_mmsegs_forward_train(converted):
+  pytest.importorskip("torch")
+  case, out = converted
+  expected = json.load(open(os.path.join(case, "train_loss.json")))["losses"]
+  data = np.load(os.path.join(case, "train_input.npz"))
+  got = apis.segmentor_losses(apis.init_segmentor(out), data["img"].astype(np.float32).transpose(0, 2, 3, 1),
+                              data["gt_semantic_seg"][:, 0])
+  assert got.keys() == expected.keys()
+  for key in ("decode.loss_ce", "aux.loss_ce"):
+    assert float(got[key]) == pytest.approx(expected[key], rel=2e-5)

@@ -45,6 +45,20 @@ def test_tools_test_matches_training_evaluation(trained, tiny_dataset, tmp_path)
   assert len(os.listdir(tmp_path / "show")) == 8
 
 
+def test_image_demo_runs_a_model_trained_with_segjax(trained, tiny_dataset, tmp_path):
+  # A workdir plus its config, as mmseg's demo takes a config and a checkpoint.
+  workdir, _ = trained
+  img = os.path.join(tiny_dataset, "img_dir", "val", sorted(os.listdir(os.path.join(tiny_dataset, "img_dir", "val")))[0])
+  out = str(tmp_path / "overlay.png")
+  config_file = tmp_path / "tiny.py"
+  config_file.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_train import tiny_config\n\n\n"
+                         "def get_config():\n  return tiny_config(%r)\n" % (os.path.join(ROOT, "tests"), tiny_dataset))
+  r = _run("tools/image_demo.py", img, str(config_file), workdir, "--out-file", out)
+  assert r.returncode == 0, r.stderr
+  import cv2
+  assert cv2.imread(out).shape == cv2.imread(img).shape
+
+
 def test_tools_test_rejects_unknown_override(tiny_dataset, tmp_path):
   r = subprocess.run([sys.executable, "tools/test.py", "configs/pspnet_synthetic.py", str(tmp_path),
                       "--eval", "mIoU", "--cfg-options", "model.nonexistent=1"],
