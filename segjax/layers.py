@@ -8,6 +8,7 @@ symmetric padding and mmcv's bias rule).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -522,6 +523,181 @@ def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """
   x = jnp.take(x, _nearest_indices(x.shape[1], int(size[0])), axis=1)
   return jnp.take(x, _nearest_indices(x.shape[2], int(size[1])), axis=2)
+
+
+# ---- transformer pieces with PyTorch's definitions (MiT, Swin, Twins, ConvNeXt, PoolFormer) ----
+
+class LayerNorm(nn.Module):
+  """``nn.LayerNorm`` over the last axis (parameters ``scale``/``bias``, from ``weight``/``bias``).
+
+  PyTorch's variance is the mean of squared deviations from the mean; flax's LayerNorm defaults
+  to E[x^2] - E[x]^2 (``use_fast_variance``), which loses digits when |mean| >> std. Statistics
+  are float32 at least (float64 when ``x`` is).
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    stat = jnp.promote_types(x.dtype, jnp.float32)
+    xs = x.astype(stat)
+    centered = xs - xs.mean(-1, keepdims=True)
+    var = (centered * centered).mean(-1, keepdims=True)
+    y = centered * jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat) + bias.astype(stat)
+    return y.astype(x.dtype)
+
+
+def layer_norm_epsilon(norm_cfg: dict | None, default: float = 1e-5) -> float:
+  """``eps`` of an mmcv ``norm_cfg`` that must be a LayerNorm (``type='LN'``)."""
+  norm_cfg = norm_cfg or {"type": "LN"}
+  if norm_cfg.get("type") != "LN":
+    raise ValueError(f"norm_cfg={norm_cfg}: this module takes only a LayerNorm, type='LN'")
+  unknown = sorted(set(norm_cfg) - NORM_KEYS["LN"] - {"type"})
+  if unknown:
+    raise ValueError(f"norm_cfg {norm_cfg} has keys {unknown} that LN does not take")
+  return norm_cfg.get("eps", default)
+
+
+def drop_path(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
+  """mmcv ``DropPath``: zero whole samples with probability ``rate`` and scale the kept ones by
+  1 / (1 - rate). Active only in training mode with a ``'dropout'`` rng, like dropout."""
+  if rate == 0.0 or not train or not module.has_rng("dropout"):
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def dropout(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
+  """``nn.Dropout(rate)``, active only in training mode with a ``'dropout'`` rng."""
+  if rate == 0.0 or not train or not module.has_rng("dropout"):
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def multi_head_attention(module: nn.Module, q, k, v, bias=None, attn_drop: float = 0.0,
+                         train: bool = False):
+  """softmax(q k^T / sqrt(d) + bias) v for q (N, Lq, heads, d), k/v (N, Lk, heads, d), bias
+  broadcasting to (N, heads, Lq, Lk). Dropout on the attention weights (``attn_drop``) is active
+  only in training mode with a ``'dropout'`` rng; otherwise ``jax.nn.dot_product_attention``."""
+  if attn_drop == 0.0 or not train or not module.has_rng("dropout"):
+    return jax.nn.dot_product_attention(q, k, v, bias=bias)
+  logits = jnp.einsum("nqhd,nkhd->nhqk", q * (q.shape[-1] ** -0.5), k)
+  if bias is not None:
+    logits = logits + bias
+  weights = dropout(module, jax.nn.softmax(logits, axis=-1), attn_drop, train)
+  return jnp.einsum("nhqk,nkhd->nqhd", weights, v)
+
+
+# trunc_normal(std=0.02), mmseg's init of every transformer Linear.
+linear_init = nn.initializers.truncated_normal(0.02)
+
+
+class MultiheadAttention(nn.Module):
+  """``torch.nn.MultiheadAttention`` (batch first): the fused ``in_proj_weight`` (3C, C) and
+  ``in_proj_bias`` kept as PyTorch stores them (so they convert by name), ``out_proj`` a Linear.
+  ``bias=False`` drops both biases, as PyTorch does. ``query`` (N, Lq, C), ``key``/``value``
+  (N, Lk, C)."""
+  embed_dims: int
+  num_heads: int
+  attn_drop: float = 0.0
+  bias: bool = True
+
+  @nn.compact
+  def __call__(self, query, key, value, train: bool = False):
+    c, heads = self.embed_dims, self.num_heads
+    if query.shape[-1] != c or c % heads:
+      raise ValueError(f"MultiheadAttention: embed_dims={c} (divisible by num_heads={heads}) "
+                       f"expected, query has {query.shape[-1]} channels")
+    weight = self.param("in_proj_weight", nn.initializers.xavier_uniform(), (3 * c, c), jnp.float32)
+    weight = weight.astype(query.dtype)
+    b = (self.param("in_proj_bias", nn.initializers.zeros, (3 * c,), jnp.float32).astype(query.dtype)
+         if self.bias else jnp.zeros((3 * c,), query.dtype))
+    def project(x, i):
+      out = x @ weight[i * c:(i + 1) * c].T + b[i * c:(i + 1) * c]
+      return out.reshape(*x.shape[:-1], heads, c // heads)
+    out = multi_head_attention(self, project(query, 0), project(key, 1), project(value, 2),
+                               attn_drop=self.attn_drop, train=train)
+    out = out.reshape(*query.shape[:-1], c)
+    return nn.Dense(c, use_bias=self.bias, name="out_proj")(out)
+
+
+class PatchEmbed(nn.Module):
+  """mmseg ``PatchEmbed`` on NHWC: [adaptive padding,] conv ``projection``, optional LayerNorm
+  ``norm``. ``padding`` an int (symmetric) or mmseg's adaptive 'corner' / 'same' (zeros so that
+  the kernel covers the input: ceil(size / stride) outputs)."""
+  embed_dims: int
+  kernel_size: int = 16
+  stride: int | None = None
+  padding: Any = "corner"
+  norm_eps: float | None = None  # None: no norm
+  bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    k = _pair(self.kernel_size)
+    s = _pair(self.stride if self.stride is not None else self.kernel_size)
+    if isinstance(self.padding, str):
+      x = adaptive_padding(x, k, s, self.padding)
+      pad = 0
+    else:
+      pad = self.padding
+    x = conv2d(self.embed_dims, k, s, pad, use_bias=self.bias, name="projection")(x)
+    if self.norm_eps is not None:
+      x = LayerNorm(self.norm_eps, name="norm")(x)
+    return x
+
+
+def adaptive_padding(x: jax.Array, kernel_size, stride, mode: str = "corner") -> jax.Array:
+  """mmseg ``AdaptivePadding`` on NHWC: zeros bottom/right ('corner') or around ('same') so that
+  a kernel of ``kernel_size`` and ``stride`` gives ceil(size / stride) outputs."""
+  if mode not in ("corner", "same"):
+    raise ValueError(f"padding={mode!r}; adaptive padding is 'corner' or 'same'")
+  pads = []
+  for size, k, s in zip(x.shape[1:3], _pair(kernel_size), _pair(stride)):
+    total = max((-(-size // s) - 1) * s + k - size, 0)
+    pads.append((0, total) if mode == "corner" else (total // 2, total - total // 2))
+  if not any(p for pair in pads for p in pair):
+    return x
+  return jnp.pad(x, ((0, 0), *pads, (0, 0)))
+
+
+class NamedChildren(nn.Module):
+  """An ``nn.ModuleList`` whose children (``0``, ``1``, ...) are built and applied one at a
+  time: ``children(i, build, *args)`` applies ``build(name=str(i))`` to ``args``. Two such lists
+  can take turns (ConvNeXt's ``downsample_layers.i`` then ``stages.i``)."""
+
+  @nn.compact
+  def __call__(self, index: int, build, *args, **kwargs):
+    return build(name=str(index))(*args, **kwargs)
+
+
+def resize_by_scale(x: jax.Array, scale_factor, align_corners: bool = False) -> jax.Array:
+  """Bilinear resize of NHWC ``x`` by ``scale_factor`` (a number or (sh, sw)) exactly as
+  ``F.interpolate(scale_factor=s, mode='bilinear')``: the output is floor(in * s) and, without
+  ``align_corners``, the source coordinate steps by 1/s rather than in/out, which differs when
+  in * s is not whole (e.g. 3 rows at s=0.5: PyTorch samples row 0.5, ``resize(size=1)`` row 1)."""
+  factors = scale_factor if isinstance(scale_factor, (list, tuple)) else (scale_factor, scale_factor)
+  for axis, s in zip((1, 2), factors):
+    in_size = x.shape[axis]
+    out_size = int(math.floor(in_size * float(s)))
+    if align_corners or out_size == in_size * s:  # then 1/s == in/out: resize's taps
+      x = _resize_axis(x, axis, out_size, align_corners)
+      continue
+    f32 = np.float32
+    src = np.maximum(f32(1.0 / float(s)) * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+    i0 = np.minimum(src.astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = np.clip(src - i0.astype(f32), 0, 1).astype(f32)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    x = (jnp.take(x, i0, axis=axis) * jnp.asarray(1 - w1, x.dtype).reshape(shape)
+         + jnp.take(x, i1, axis=axis) * jnp.asarray(w1, x.dtype).reshape(shape))
+  return x
 
 
 class Scale(nn.Module):
