@@ -19,6 +19,10 @@ from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
+from segjax.models.heads.apc_head import APCHead
+from segjax.models.heads.dm_head import DMHead
+from segjax.models.heads.fpn_head import FPNHead
+from segjax.models.heads.isa_head import ISAHead
 from segjax.models.necks.fpn import FPN
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
@@ -49,6 +53,10 @@ HEADS = {
     "DepthwiseSeparableASPPHead": DepthwiseSeparableASPPHead,
     "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "UPerHead": UPerHead,
+    "APCHead": APCHead,
+    "DMHead": DMHead,
+    "ISAHead": ISAHead,
+    "FPNHead": FPNHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
