@@ -183,3 +183,21 @@ def test_layer_decay_constructor_scales_sgd_steps():
   scale = 0.5 ** (4 - 1 - 1)  # num_layers 2 + 2 groups, layer id 1
   np.testing.assert_allclose(updates["backbone"]["layers"]["0"]["fc"]["kernel"], -0.1 * scale * (1 + 0.5))
   np.testing.assert_allclose(updates["backbone"]["layers"]["0"]["fc"]["bias"], -0.1 * scale * 1.0)
+
+
+def test_cumulative_iters_update_once_on_the_mean_gradient():
+  # mmcv's GradientCumulativeOptimizerHook(cumulative_iters=2) (BEiT-L's configs): no update after
+  # the first iteration; after the second, one SGD step on the mean of both gradients at the lr of
+  # iteration 1 (poly, power 1: 0.1 * (1 - 1/10)).
+  c = base_config()
+  c.optimizer = dict(type="SGD", lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False)
+  c.lr_config = dict(policy="poly", power=1.0, min_lr=0.0, by_epoch=False)
+  c.optimizer_config.cumulative_iters = 2
+  c.total_iters = 10
+  tx, _ = optim.build_optimizer(c)
+  params = {"w": jnp.ones(1)}
+  state = tx.init(params)
+  first, state = tx.update({"w": jnp.full(1, 1.0)}, state, params)
+  assert float(first["w"][0]) == 0.0
+  second, state = tx.update({"w": jnp.full(1, 3.0)}, state, params)
+  assert float(second["w"][0]) == pytest.approx(-0.1 * 0.9 * 2.0)

@@ -32,7 +32,7 @@ def test_tools_test_matches_training_evaluation(trained, tiny_dataset, tmp_path)
   out = str(tmp_path / "preds.pkl")
   r = subprocess.run([sys.executable, "tools/test.py", "configs/pspnet_synthetic.py", workdir,
                       "--eval", "mIoU", "mDice", "--out", out, "--show-dir", str(tmp_path / "show"),
-                      "--cfg-options", *TINY_OVERRIDES, f"data.val.data_root={tiny_dataset}"],
+                      "--cfg-options", *TINY_OVERRIDES, f"data.test.data_root={tiny_dataset}"],
                      cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   last = r.stdout.strip().splitlines()[-1]

@@ -26,7 +26,7 @@ def tiny_config(data_root, total_iters=4):
   m.backbone.stem_channels = m.backbone.base_channels = 8
   m.decode_head.in_channels, m.decode_head.channels = 64, 16
   m.auxiliary_head.in_channels, m.auxiliary_head.channels = 32, 8
-  for split in (c.data.train, c.data.val):
+  for split in (c.data.train, c.data.val, c.data.test):
     split.data_root = data_root
   c.data.train.pipeline[2]["img_scale"] = (64, 64)
   c.data.train.pipeline[3]["crop_size"] = (48, 48)

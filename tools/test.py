@@ -1,8 +1,11 @@
-"""Evaluate a checkpoint on a config's validation set, as mmseg's tools/test.py.
+"""Evaluate a checkpoint on a config's test set (``data.test``), as mmseg's tools/test.py.
 
   python tools/test.py configs/pspnet_cityscapes.py CHECKPOINT --eval mIoU [mDice mFscore]
-      [--aug-test] [--show-dir DIR --opacity 0.5] [--out results.pkl]
-      [--format-only --eval-options imgfile_prefix=DIR] [--cfg-options data.val.data_root=...]
+      [--aug-test] [--show-dir DIR --opacity 0.5] [--out results.pkl] [--split val]
+      [--format-only --eval-options imgfile_prefix=DIR] [--cfg-options data.test.data_root=...]
+
+``data.test`` is what mmseg's tools/test.py evaluates (the val set in most configs; Dark Zurich
+or Nighttime Driving in the Cityscapes-trained ``*_dark`` / ``*_night_driving`` configs).
 
 CHECKPOINT: a segjax workdir or checkpoint folder, a directory from tools/convert_weights.py, or
 an mmseg .pth. ``--aug-test`` uses mmseg's ratios 0.5-1.75 with flip. ``--format-only`` on
@@ -42,6 +45,8 @@ def main(argv=None):
   parser.add_argument("config", help="configs/X.py[:variant]")
   parser.add_argument("checkpoint")
   parser.add_argument("--eval", nargs="*", default=[], choices=evaluation.METRICS)
+  parser.add_argument("--split", default="test", choices=["test", "val"],
+                      help="the config's data split to evaluate (mmseg: test)")
   parser.add_argument("--aug-test", action="store_true")
   parser.add_argument("--show-dir")
   parser.add_argument("--opacity", type=float, default=0.5)
@@ -56,7 +61,7 @@ def main(argv=None):
 
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  dataset = build_split(config.data, "val")
+  dataset = build_split(config.data, args.split)
   segmentor = apis.init_segmentor(config, args.checkpoint)
   scales, flip = (AUG_RATIOS, True) if args.aug_test else ((1.0,), False)
   preds, gts = [], []

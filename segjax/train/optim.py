@@ -231,10 +231,15 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
     core = [decay, adam] if kind == "Adam" else [adam, decay]
   else:
     raise ValueError(f"optimizer.type={kind!r} is not supported; expected 'SGD', 'Adam' or 'AdamW'")
-  parts = core + [optax.scale_by_learning_rate(schedule)]
+  # mmcv's GradientCumulativeOptimizerHook: one update per `every` iterations, on their mean
+  # gradient, at the lr of the iteration it happens in (iterations every-1, 2*every-1, ...).
+  every = int(config.optimizer_config.get("cumulative_iters") or 1)
+  update_lr = schedule if every == 1 else (lambda count: schedule(count * every + every - 1))
+  parts = core + [optax.scale_by_learning_rate(update_lr)]
   if lr_mult is not None:
     parts.append(_scale_by_tree(lr_mult))
   max_norm = config.optimizer_config.grad_clip.max_norm
   if max_norm:
     parts.insert(0, optax.clip_by_global_norm(max_norm))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  return (tx if every == 1 else optax.MultiSteps(tx, every_k_schedule=every)), schedule
