@@ -149,7 +149,9 @@ def resize_pos_embed_to_target(num_extra_tokens: int = 1) -> Callable:
 
 def _flax_path(name: str, flat_target: Mapping[str, Any]) -> str | None:
   module, _, leaf = name.rpartition(".")
-  for collection, flax_leaf in _LEAVES.get(leaf, (("params", leaf),)):
+  # Any other leaf keeps its name: a parameter, or a buffer a module updates in training (mmseg's
+  # ``register_buffer``, e.g. EMANet's ``bases``), which lives beside BatchNorm's statistics.
+  for collection, flax_leaf in _LEAVES.get(leaf, (("params", leaf), ("batch_stats", leaf))):
     path = "/".join(part for part in (collection, module.replace(".", "/"), flax_leaf) if part)
     if path in flat_target:
       return path

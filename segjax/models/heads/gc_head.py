@@ -1,0 +1,79 @@
+"""GCHead (mmseg ``gc_head.py``) and mmcv's ``ContextBlock`` (GCNet)."""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segjax import layers
+from segjax.convert import CheckpointRules
+from segjax.models.heads.nl_head import BlockFCNHead
+
+POOLING_TYPES = ("att", "avg")
+FUSION_TYPES = ("channel_add", "channel_mul")
+
+
+class ContextBlock(nn.Module):
+  """mmcv ``ContextBlock``, NHWC: a (N, 1, 1, C) context pooled by attention (``conv_mask``, softmax
+  over positions) or by averaging, transformed by ``channel_add_conv`` / ``channel_mul_conv``
+  (1x1 conv ``0``, LayerNorm over the ``planes`` channels ``1``, ReLU, 1x1 conv ``3``) and added to
+  / multiplied (sigmoid) into the input."""
+  in_channels: int
+  ratio: float
+  pooling_type: str = "att"
+  fusion_types: Sequence[str] = ("channel_add",)
+
+  def transform(self, context, name: str):
+    planes = int(self.in_channels * self.ratio)
+    return layers.Indexed((
+        lambda name: (lambda x, train: layers.conv2d(planes, 1, name=name)(x)),
+        # nn.LayerNorm([planes, 1, 1]) on a 1x1 map: over the channels. PyTorch's variance, not
+        # flax's default E[x^2] - E[x]^2.
+        lambda name: (lambda x, train: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)(x)),
+        lambda name: (lambda x, train: nn.relu(x)),
+        lambda name: (lambda x, train: layers.conv2d(self.in_channels, 1, name=name)(x)),
+    ), name=name)(context)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.pooling_type not in POOLING_TYPES:
+      raise ValueError(f"ContextBlock: pooling_type={self.pooling_type!r}; expected one of {POOLING_TYPES}")
+    unknown = [f for f in self.fusion_types if f not in FUSION_TYPES]
+    if unknown or not self.fusion_types:
+      raise ValueError(f"ContextBlock: fusion_types={tuple(self.fusion_types)}; expected a non-empty "
+                       f"sequence of {FUSION_TYPES}")
+    layers.check_in_channels(x, self.in_channels, "ContextBlock")
+    n, h, w, c = x.shape
+    if self.pooling_type == "att":
+      mask = layers.conv2d(1, 1, name="conv_mask")(x).reshape(n, h * w)
+      mask = nn.softmax(mask, axis=-1)
+      context = jnp.einsum("nl,nlc->nc", mask, x.reshape(n, h * w, c))[:, None, None]
+    else:
+      context = layers.adaptive_avg_pool(x, 1)
+    out = x
+    if "channel_mul" in self.fusion_types:
+      out = out * nn.sigmoid(self.transform(context, "channel_mul_conv"))
+    if "channel_add" in self.fusion_types:
+      out = out + self.transform(context, "channel_add_conv")
+    return out
+
+
+def _flat_layer_norm(key, value, target_shape):
+  """mmcv's LayerNorm([planes, 1, 1]) weight/bias (planes, 1, 1) -> flax's (planes,)."""
+  return {key: value.reshape(target_shape(key) or value.shape)}
+
+
+class GCHead(BlockFCNHead):
+  """GCNet: ``gc_block`` (ContextBlock over ``channels``)."""
+  TINY: ClassVar[dict] = dict(in_channels=64, in_index=3, channels=8, num_classes=3,
+                              norm_cfg=dict(type="BN", requires_grad=True))
+  CHECKPOINT_RULES: ClassVar[dict] = {"mmseg": CheckpointRules(transforms=(
+      (r"^gc_block\.channel_(add|mul)_conv\.1\.(weight|bias)$", _flat_layer_norm),))}
+  ratio: float = 1 / 4.
+  pooling_type: str = "att"
+  fusion_types: Sequence[str] = ("channel_add",)
+
+  def block(self, x, train: bool):
+    return ContextBlock(self.channels, self.ratio, self.pooling_type, tuple(self.fusion_types),
+                        name="gc_block")(x, train)
