@@ -23,6 +23,13 @@ from segjax.models.heads.apc_head import APCHead
 from segjax.models.heads.dm_head import DMHead
 from segjax.models.heads.fpn_head import FPNHead
 from segjax.models.heads.isa_head import ISAHead
+from segjax.models.heads.ann_head import ANNHead
+from segjax.models.heads.cc_head import CCHead
+from segjax.models.heads.da_head import DAHead
+from segjax.models.heads.dnl_head import DNLHead
+from segjax.models.heads.ema_head import EMAHead
+from segjax.models.heads.gc_head import GCHead
+from segjax.models.heads.nl_head import NLHead
 from segjax.models.necks.fpn import FPN
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
@@ -57,6 +64,13 @@ HEADS = {
     "DMHead": DMHead,
     "ISAHead": ISAHead,
     "FPNHead": FPNHead,
+    "NLHead": NLHead,
+    "GCHead": GCHead,
+    "DAHead": DAHead,
+    "CCHead": CCHead,
+    "EMAHead": EMAHead,
+    "ANNHead": ANNHead,
+    "DNLHead": DNLHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
