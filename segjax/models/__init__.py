@@ -14,7 +14,9 @@ import jax.numpy as jnp
 
 from segjax.models.backbones import beit, convnext
 from segjax.models.backbones.hrnet import HRNet
+from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.psp import PSPHead
@@ -43,6 +45,7 @@ BACKBONES = {
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
     "HRNet": HRNet,
+    "MixVisionTransformer": MixVisionTransformer,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -71,6 +74,7 @@ HEADS = {
     "EMAHead": EMAHead,
     "ANNHead": ANNHead,
     "DNLHead": DNLHead,
+    "SegformerHead": SegformerHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
