@@ -19,6 +19,7 @@ from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
+from segjax.models.heads.ocr_head import OCRHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
 from segjax.models.heads.apc_head import APCHead
@@ -63,6 +64,7 @@ HEADS = {
     "DepthwiseSeparableASPPHead": DepthwiseSeparableASPPHead,
     "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "UPerHead": UPerHead,
+    "OCRHead": OCRHead,
     "APCHead": APCHead,
     "DMHead": DMHead,
     "ISAHead": ISAHead,
