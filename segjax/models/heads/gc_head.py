@@ -4,14 +4,30 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from segjax import layers
-from segjax.convert import CheckpointRules
 from segjax.models.heads.nl_head import BlockFCNHead
 
 POOLING_TYPES = ("att", "avg")
 FUSION_TYPES = ("channel_add", "channel_mul")
+
+
+class ContextLayerNorm(nn.Module):
+  """``nn.LayerNorm([planes, 1, 1])`` on the (N, 1, 1, planes) context: over the channels, with
+  PyTorch's variance, ``weight``/``bias`` of shape (planes, 1, 1) as mmcv stores them."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    planes = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (planes, 1, 1), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (planes, 1, 1), jnp.float32)
+    centered = x - x.mean(-1, keepdims=True)
+    var = (centered * centered).mean(-1, keepdims=True)
+    y = centered * jax.lax.rsqrt(var + self.epsilon)
+    return y * scale.reshape(planes).astype(x.dtype) + bias.reshape(planes).astype(x.dtype)
 
 
 class ContextBlock(nn.Module):
@@ -28,9 +44,7 @@ class ContextBlock(nn.Module):
     planes = int(self.in_channels * self.ratio)
     return layers.Indexed((
         lambda name: (lambda x, train: layers.conv2d(planes, 1, name=name)(x)),
-        # nn.LayerNorm([planes, 1, 1]) on a 1x1 map: over the channels. PyTorch's variance, not
-        # flax's default E[x^2] - E[x]^2.
-        lambda name: (lambda x, train: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)(x)),
+        lambda name: (lambda x, train: ContextLayerNorm(name=name)(x)),
         lambda name: (lambda x, train: nn.relu(x)),
         lambda name: (lambda x, train: layers.conv2d(self.in_channels, 1, name=name)(x)),
     ), name=name)(context)
@@ -59,17 +73,10 @@ class ContextBlock(nn.Module):
     return out
 
 
-def _flat_layer_norm(key, value, target_shape):
-  """mmcv's LayerNorm([planes, 1, 1]) weight/bias (planes, 1, 1) -> flax's (planes,)."""
-  return {key: value.reshape(target_shape(key) or value.shape)}
-
-
 class GCHead(BlockFCNHead):
   """GCNet: ``gc_block`` (ContextBlock over ``channels``)."""
   TINY: ClassVar[dict] = dict(in_channels=64, in_index=3, channels=8, num_classes=3,
                               norm_cfg=dict(type="BN", requires_grad=True))
-  CHECKPOINT_RULES: ClassVar[dict] = {"mmseg": CheckpointRules(transforms=(
-      (r"^gc_block\.channel_(add|mul)_conv\.1\.(weight|bias)$", _flat_layer_norm),))}
   ratio: float = 1 / 4.
   pooling_type: str = "att"
   fusion_types: Sequence[str] = ("channel_add",)
