@@ -580,16 +580,22 @@ def dropout(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Ar
 
 
 def multi_head_attention(module: nn.Module, q, k, v, bias=None, attn_drop: float = 0.0,
-                         train: bool = False):
-  """softmax(q k^T / sqrt(d) + bias) v for q (N, Lq, heads, d), k/v (N, Lk, heads, d), bias
-  broadcasting to (N, heads, Lq, Lk). Dropout on the attention weights (``attn_drop``) is active
-  only in training mode with a ``'dropout'`` rng; otherwise ``jax.nn.dot_product_attention``."""
-  if attn_drop == 0.0 or not train or not module.has_rng("dropout"):
-    return jax.nn.dot_product_attention(q, k, v, bias=bias)
-  logits = jnp.einsum("nqhd,nkhd->nhqk", q * (q.shape[-1] ** -0.5), k)
+                         train: bool = False, scale: float | None = None):
+  """softmax(scale q k^T + bias) v for q (N, Lq, heads, d), k/v (N, Lk, heads, d), bias
+  broadcasting to (N, heads, Lq, Lk), ``scale`` 1 / sqrt(d) unless given. Dropout on the
+  attention weights (``attn_drop``) is active only in training mode with a ``'dropout'`` rng;
+  otherwise ``jax.nn.dot_product_attention``, except for float64 input, whose softmax it would
+  round to float32."""
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  no_dropout = attn_drop == 0.0 or not train or not module.has_rng("dropout")
+  if no_dropout and q.dtype != jnp.float64:
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
+  logits = jnp.einsum("nqhd,nkhd->nhqk", q * scale, k)
   if bias is not None:
     logits = logits + bias
-  weights = dropout(module, jax.nn.softmax(logits, axis=-1), attn_drop, train)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if not no_dropout:
+    weights = dropout(module, weights, attn_drop, train)
   return jnp.einsum("nhqk,nkhd->nqhd", weights, v)
 
 
@@ -708,3 +714,33 @@ class Scale(nn.Module):
   def __call__(self, x):
     scale = self.param("scale", nn.initializers.constant(self.init_value), (), jnp.float32)
     return x * scale.astype(x.dtype)
+
+
+class FFN(nn.Module):
+  """mmcv ``FFN`` on (..., C): ``layers.0.0`` Linear to ``feedforward_channels``, activation,
+  dropout, ... ``layers.<num_fcs - 1>`` Linear back to ``embed_dims``, dropout; then
+  ``identity + drop_path(out)`` (``add_identity``; ``identity`` defaults to the input)."""
+  embed_dims: int
+  feedforward_channels: int
+  num_fcs: int = 2
+  act_cfg: dict = None  # GELU, mmcv's default
+  ffn_drop: float = 0.0
+  drop_path_rate: float = 0.0
+  add_identity: bool = True
+
+  @nn.compact
+  def __call__(self, x, identity=None, train: bool = False):
+    if self.num_fcs < 2:
+      raise ValueError(f"FFN: num_fcs={self.num_fcs} must be at least 2")
+    act = activation(self.act_cfg or {"type": "GELU"})
+    seq = NamedChildren(name="layers")
+    out = x
+    for i in range(self.num_fcs - 1):
+      linear = functools.partial(nn.Dense, self.feedforward_channels, kernel_init=linear_init)
+      out = seq(i, lambda name: NamedChildren(name=name), 0, linear, out)
+      out = dropout(self, act(out), self.ffn_drop, train)
+    out = seq(self.num_fcs - 1, functools.partial(nn.Dense, self.embed_dims, kernel_init=linear_init), out)
+    out = drop_path(self, dropout(self, out, self.ffn_drop, train), self.drop_path_rate, train)
+    if not self.add_identity:
+      return out
+    return (x if identity is None else identity) + out
