@@ -271,7 +271,10 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
     value = np.asarray(value)
     if leaf == "kernel" and value.ndim >= 2:
       value = value.transpose((value.ndim - 1, value.ndim - 2) + tuple(range(value.ndim - 2)))
-    out[".".join((*modules, leaves.get((collection, leaf), leaf)))] = value
+    name = leaves.get((collection, leaf), leaf)
+    if (collection, leaf) == ("params", "scale") and value.ndim == 0:
+      name = "scale"  # mmcv's Scale (a 0-d ``scale``), not a norm's weight
+    out[".".join((*modules, name))] = value
   return out
 
 
