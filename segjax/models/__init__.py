@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from segjax.models.backbones import beit, convnext
 from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
+from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
@@ -47,6 +48,7 @@ BACKBONES = {
     "ResNeXt": ResNeXt,
     "HRNet": HRNet,
     "MixVisionTransformer": MixVisionTransformer,
+    "SwinTransformer": SwinTransformer,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
