@@ -17,12 +17,15 @@ from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.backbones.resnest import ResNeSt
 from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.ocr_head import OCRHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
+from segjax.models.heads.enc_head import EncHead
+from segjax.models.heads.psa_head import PSAHead
 from segjax.models.heads.apc_head import APCHead
 from segjax.models.heads.dm_head import DMHead
 from segjax.models.heads.fpn_head import FPNHead
@@ -35,6 +38,7 @@ from segjax.models.heads.ema_head import EMAHead
 from segjax.models.heads.gc_head import GCHead
 from segjax.models.heads.nl_head import NLHead
 from segjax.models.necks.fpn import FPN
+from segjax.models.necks.jpu import JPU
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax import xla_flags
@@ -46,6 +50,7 @@ BACKBONES = {
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
+    "ResNeSt": ResNeSt,
     "HRNet": HRNet,
     "MixVisionTransformer": MixVisionTransformer,
     "SwinTransformer": SwinTransformer,
@@ -58,7 +63,7 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id},
 }
-NECKS = {"FPN": FPN}
+NECKS = {"FPN": FPN, "JPU": JPU}
 HEADS = {
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
@@ -66,6 +71,8 @@ HEADS = {
     "DepthwiseSeparableASPPHead": DepthwiseSeparableASPPHead,
     "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "UPerHead": UPerHead,
+    "EncHead": EncHead,
+    "PSAHead": PSAHead,
     "OCRHead": OCRHead,
     "APCHead": APCHead,
     "DMHead": DMHead,
