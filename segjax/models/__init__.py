@@ -17,6 +17,7 @@ from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.backbones.unet import UNet
 from segjax.models.backbones.resnest import ResNeSt
 from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
@@ -52,6 +53,7 @@ BACKBONES = {
     "ResNeXt": ResNeXt,
     "ResNeSt": ResNeSt,
     "HRNet": HRNet,
+    "UNet": UNet,
     "MixVisionTransformer": MixVisionTransformer,
     "SwinTransformer": SwinTransformer,
 }
