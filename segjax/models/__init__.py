@@ -40,6 +40,9 @@ from segjax.models.heads.gc_head import GCHead
 from segjax.models.heads.nl_head import NLHead
 from segjax.models.necks.fpn import FPN
 from segjax.models.necks.jpu import JPU
+from segjax.models.backbones.mobilenet_v2 import MobileNetV2
+from segjax.models.backbones.mobilenet_v3 import MobileNetV3
+from segjax.models.heads.lraspp_head import LRASPPHead
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax import xla_flags
@@ -56,6 +59,8 @@ BACKBONES = {
     "UNet": UNet,
     "MixVisionTransformer": MixVisionTransformer,
     "SwinTransformer": SwinTransformer,
+    "MobileNetV2": MobileNetV2,
+    "MobileNetV3": MobileNetV3,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -88,6 +93,7 @@ HEADS = {
     "ANNHead": ANNHead,
     "DNLHead": DNLHead,
     "SegformerHead": SegformerHead,
+    "LRASPPHead": LRASPPHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
