@@ -1,0 +1,214 @@
+"""VisionTransformer (mmseg ``backbones/vit.py``, also its DeiT configs) and the transformer
+pieces the plain-ViT family shares (SETR, Segmenter, DPT): mmcv's ``MultiheadAttention`` wrapper,
+``TransformerEncoderLayer`` (with ``layers.FFN``), the position table's resize.
+
+Parameter names are mmseg's state_dict paths: ``patch_embed/projection``, ``cls_token``,
+``pos_embed``, ``layers/<i>/ln1``, ``layers/<i>/attn/attn/{in_proj_weight,in_proj_bias,out_proj}``
+(PyTorch's ``nn.MultiheadAttention``, ``layers.MultiheadAttention``: the fused q/k/v projection
+kept as PyTorch stores it, so checkpoints need no rule), ``layers/<i>/ffn/layers/0/0``,
+``layers/<i>/ffn/layers/1``, ``layers/<i>/ln2``, the final ``ln1``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import layers
+from segjax.convert import CheckpointRules, cubic_resize_matrix, resize_pos_embed_to_target
+
+def layer_norm(norm_cfg: dict | None, name: str) -> layers.LayerNorm:
+  """mmcv ``build_norm_layer`` of the (LN) ``norm_cfg`` on token features."""
+  return layers.LayerNorm(layers.layer_norm_epsilon(norm_cfg), name=name)
+
+
+def dense(features: int, name: str, use_bias: bool = True):
+  return nn.Dense(features, use_bias=use_bias, kernel_init=layers.linear_init, name=name)
+
+
+class MultiheadAttention(nn.Module):
+  """mmcv ``MultiheadAttention``: ``identity + dropout_layer(proj_drop(attn(x)))``; the PyTorch
+  attention is the child ``attn``. ``drop_path_rate`` is mmcv's ``dropout_layer=DropPath``."""
+  embed_dims: int
+  num_heads: int
+  attn_drop: float = 0.0
+  proj_drop: float = 0.0
+  drop_path_rate: float = 0.0
+  bias: bool = True
+
+  @nn.compact
+  def __call__(self, x, identity, train: bool = False):
+    out = layers.MultiheadAttention(self.embed_dims, self.num_heads, self.attn_drop, self.bias,
+                                    name="attn")(x, x, x, train)
+    out = layers.dropout(self, out, self.proj_drop, train)
+    return identity + layers.drop_path(self, out, self.drop_path_rate, train)
+
+
+class LayerStack(nn.Module):
+  """An ``nn.ModuleList`` of layers applied in turn (children ``0``, ``1``, ...); returns every
+  layer's output, for backbones that read several depths."""
+  count: int
+  build: Any  # (index, name=...) -> callable(x, train)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    outs = []
+    for i in range(self.count):
+      x = self.build(i, name=str(i))(x, train)
+      outs.append(x)
+    return outs
+
+
+class TransformerEncoderLayer(nn.Module):
+  """mmseg ViT's ``TransformerEncoderLayer``: pre-norm attention (``ln1``, ``attn``) and FFN
+  (``ln2``, ``ffn``); drop path on the FFN branch only, as mmseg builds it."""
+  embed_dims: int
+  num_heads: int
+  feedforward_channels: int
+  drop_rate: float = 0.0
+  attn_drop_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  num_fcs: int = 2
+  qkv_bias: bool = True
+  act_cfg: dict | None = None
+  norm_cfg: dict | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = MultiheadAttention(self.embed_dims, self.num_heads, self.attn_drop_rate, self.drop_rate,
+                           bias=self.qkv_bias, name="attn")(
+                               layer_norm(self.norm_cfg, "ln1")(x), x, train)
+    return layers.FFN(self.embed_dims, self.feedforward_channels, self.num_fcs, self.act_cfg,
+               self.drop_rate, self.drop_path_rate, name="ffn")(
+                   layer_norm(self.norm_cfg, "ln2")(x), x, train)
+
+
+def resize_pos_grid(grid, size: tuple[int, int], mode: str):
+  """mmseg's ``resize_pos_embed`` on the (B, h, w, C) patch grid of a position table:
+  ``F.interpolate(mode, align_corners=False)``, bicubic with PyTorch's kernel (a = -0.75, edge
+  taps clamped; ``segjax.convert.cubic_resize_matrix``) or bilinear."""
+  if mode == "bicubic":
+    rows = jnp.asarray(cubic_resize_matrix(grid.shape[1], size[0]), grid.dtype)
+    cols = jnp.asarray(cubic_resize_matrix(grid.shape[2], size[1]), grid.dtype)
+    return jnp.einsum("hy,wx,byxc->bhwc", rows, cols, grid, precision=jax.lax.Precision.HIGHEST)
+  if mode == "bilinear":
+    return layers.resize(grid, size, False)
+  raise ValueError(f"interpolate_mode={mode!r}; expected 'bicubic' or 'bilinear'")
+
+
+def pair(size) -> tuple[int, int]:
+  if isinstance(size, int):
+    return (size, size)
+  size = tuple(size)
+  if len(size) == 1:
+    return (size[0], size[0])
+  if len(size) != 2:
+    raise ValueError(f"img_size={size}: expected an int or (height, width)")
+  return size
+
+
+def out_index_list(out_indices, num_layers: int) -> tuple[int, ...]:
+  if isinstance(out_indices, int):
+    return (num_layers - 1 if out_indices == -1 else out_indices,)
+  if isinstance(out_indices, (list, tuple)):
+    return tuple(out_indices)
+  raise TypeError(f"out_indices={out_indices!r} must be an int, list or tuple")
+
+
+def drop_path_rates(rate: float, num_layers: int) -> list[float]:
+  """mmseg's stochastic depth decay rule: ``torch.linspace(0, rate, num_layers)`` per layer."""
+  return [float(r) for r in np.linspace(0.0, rate, num_layers, dtype=np.float32)]
+
+
+# How each release names a VisionTransformer's weights.
+CHECKPOINT_RULES = {
+    # mmseg's checkpoints; a position table of another image size is resized bicubically to the
+    # model's grid, as mmseg's init_weights does for its ``pretrained`` checkpoints.
+    "mmseg": CheckpointRules(transforms=((r"^pos_embed$", resize_pos_embed_to_target(1)),)),
+}
+
+
+class VisionTransformer(nn.Module):
+  """mmseg ``VisionTransformer``: NHWC maps (B, H/p, W/p, C) of the layers in ``out_indices``
+  (each ``[map, cls_token]`` with ``output_cls_token``). An input whose patch grid differs from
+  ``img_size``'s has the position table resized with ``interpolate_mode`` (mmseg's rule)."""
+  TINY: ClassVar[dict] = dict(img_size=32, patch_size=8, embed_dims=16, num_layers=3, num_heads=2,
+                              out_indices=(0, 2), drop_path_rate=0.1, final_norm=True)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
+  img_size: Any = 224
+  patch_size: int = 16
+  in_channels: int = 3
+  embed_dims: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4
+  out_indices: Any = -1
+  qkv_bias: bool = True
+  drop_rate: float = 0.0
+  attn_drop_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  with_cls_token: bool = True
+  output_cls_token: bool = False
+  norm_cfg: dict | None = None
+  act_cfg: dict | None = None
+  patch_norm: bool = False
+  final_norm: bool = False
+  interpolate_mode: str = "bicubic"
+  num_fcs: int = 2
+  norm_eval: bool = False  # only BatchNorm is affected in mmseg; a ViT has none
+  # mmcv's gradient checkpointing: each layer is recomputed in the backward pass.
+  with_cp: bool = False
+  pretrained: Any = None
+  init_cfg: Any = None
+
+  def position_embedding(self, tokens, hw, pos_embed):
+    """mmseg ``_pos_embeding``: add the table, resized when the patch grid is not img_size's."""
+    img_h, img_w = pair(self.img_size)
+    pos_h, pos_w = img_h // self.patch_size, img_w // self.patch_size
+    if tokens.shape[1] != pos_embed.shape[1]:
+      grid = pos_embed[:, 1:].reshape(1, pos_h, pos_w, -1)
+      grid = resize_pos_grid(grid, hw, self.interpolate_mode).reshape(1, hw[0] * hw[1], -1)
+      pos_embed = jnp.concatenate([pos_embed[:, :1], grid], axis=1)
+    return tokens + pos_embed
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.output_cls_token and not self.with_cls_token:
+      raise ValueError("VisionTransformer: output_cls_token=True needs with_cls_token=True")
+    layers.check_in_channels(x, self.in_channels, "VisionTransformer backbone")
+    out_indices = out_index_list(self.out_indices, self.num_layers)
+    img_h, img_w = pair(self.img_size)
+    c = self.embed_dims
+    patch_eps = layers.layer_norm_epsilon(self.norm_cfg) if self.patch_norm else None
+    patches = layers.PatchEmbed(c, self.patch_size, norm_eps=patch_eps, name="patch_embed")(x)
+    batch, hw = patches.shape[0], patches.shape[1:3]
+    tokens = patches.reshape(batch, hw[0] * hw[1], c)
+    num_patches = (img_h // self.patch_size) * (img_w // self.patch_size)
+    cls_token = self.param("cls_token", layers.linear_init, (1, 1, c), jnp.float32)
+    pos_embed = self.param("pos_embed", layers.linear_init, (1, num_patches + 1, c), jnp.float32)
+    tokens = jnp.concatenate([jnp.broadcast_to(cls_token.astype(tokens.dtype), (batch, 1, c)), tokens], 1)
+    tokens = self.position_embedding(tokens, hw, pos_embed.astype(tokens.dtype))
+    tokens = layers.dropout(self, tokens, self.drop_rate, train)
+    if not self.with_cls_token:
+      tokens = tokens[:, 1:]
+
+    layer_cls = nn.remat(TransformerEncoderLayer, static_argnums=(2,)) if self.with_cp else TransformerEncoderLayer
+    rates = drop_path_rates(self.drop_path_rate, self.num_layers)
+    build = lambda i, name: layer_cls(c, self.num_heads, int(self.mlp_ratio * c), self.drop_rate,
+                                      self.attn_drop_rate, rates[i], self.num_fcs, self.qkv_bias,
+                                      self.act_cfg, self.norm_cfg, name=name)
+    per_layer = LayerStack(self.num_layers, build, name="layers")(tokens, train)
+    if self.final_norm:
+      per_layer[-1] = layer_norm(self.norm_cfg, "ln1")(per_layer[-1])
+    outs = []
+    for i in range(self.num_layers):  # mmseg's order: by depth, whatever out_indices' order
+      if i not in out_indices:
+        continue
+      tokens = per_layer[i]
+      patches = tokens[:, 1:] if self.with_cls_token else tokens
+      out = patches.reshape(batch, hw[0], hw[1], c)
+      outs.append([out, tokens[:, 0]] if self.output_cls_token else out)
+    return outs
