@@ -17,6 +17,7 @@ from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.backbones.unet import UNet
 from segjax.models.backbones.resnest import ResNeSt
 from segjax.models.heads.segformer_head import SegformerHead
@@ -39,6 +40,7 @@ from segjax.models.heads.ema_head import EMAHead
 from segjax.models.heads.gc_head import GCHead
 from segjax.models.heads.nl_head import NLHead
 from segjax.models.necks.fpn import FPN
+from segjax.models.necks.multilevel_neck import MultiLevelNeck
 from segjax.models.necks.jpu import JPU
 from segjax.models.backbones.mobilenet_v2 import MobileNetV2
 from segjax.models.backbones.mobilenet_v3 import MobileNetV3
@@ -54,6 +56,7 @@ BACKBONES = {
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
+    "VisionTransformer": VisionTransformer,
     "ResNeSt": ResNeSt,
     "HRNet": HRNet,
     "UNet": UNet,
@@ -70,7 +73,7 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id},
 }
-NECKS = {"FPN": FPN, "JPU": JPU}
+NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck}
 HEADS = {
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
