@@ -266,14 +266,22 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
             ("params", "embedding"): "weight", ("params", "bias"): "bias",
             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
   out = {}
-  for path, value in traverse_util.flatten_dict(dict(variables)).items():
+  flat = traverse_util.flatten_dict(dict(variables))
+  param_leaves = {}  # module path -> its parameter names
+  for collection, *modules, leaf in flat:
+    if collection == "params":
+      param_leaves.setdefault(tuple(modules), set()).add(leaf)
+  for path, value in flat.items():
     collection, *modules, leaf = path
     value = np.asarray(value)
     if leaf == "kernel" and value.ndim >= 2:
       value = value.transpose((value.ndim - 1, value.ndim - 2) + tuple(range(value.ndim - 2)))
     name = leaves.get((collection, leaf), leaf)
-    if (collection, leaf) == ("params", "scale") and value.ndim == 0:
-      name = "scale"  # mmcv's Scale (a 0-d ``scale``), not a norm's weight
+    if (collection, leaf) == ("params", "scale"):
+      # mmcv's Scale (a 0-d ``scale``) or a module's own ``scale`` beside leaves a norm does not
+      # have (EncNet's Encoding: ``codewords``) is not a norm's weight.
+      if value.ndim == 0 or param_leaves[tuple(modules)] - {"scale", "bias"}:
+        name = "scale"
     out[".".join((*modules, name))] = value
   return out
 
