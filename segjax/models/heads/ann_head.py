@@ -43,7 +43,8 @@ class SelfAttentionBlock(nn.Module):
     value = ppm_concat(layers.conv2d(self.channels, 1, name="value_project")(key_feats), self.key_pool_scales)
     sim_map = nn.softmax(jnp.einsum("nqc,nkc->nqk", query, key) * self.channels**-0.5, axis=-1)
     context = (sim_map @ value).reshape(n, h, w, self.channels)
-    return layers.conv2d(self.out_channels, 1, name="out_project")(context)
+    # mmseg zero-initialises a plain-conv out projection.
+    return layers.conv2d(self.out_channels, 1, name="out_project", kernel_init=nn.initializers.zeros)(context)
 
 
 class Stages(nn.Module):

@@ -12,6 +12,7 @@ from segjax.models.heads.nl_head import BlockFCNHead
 
 POOLING_TYPES = ("att", "avg")
 FUSION_TYPES = ("channel_add", "channel_mul")
+KAIMING_FAN_IN = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # mmcv's conv_mask init
 
 
 class ContextLayerNorm(nn.Module):
@@ -46,7 +47,9 @@ class ContextBlock(nn.Module):
         lambda name: (lambda x, train: layers.conv2d(planes, 1, name=name)(x)),
         lambda name: (lambda x, train: ContextLayerNorm(name=name)(x)),
         lambda name: (lambda x, train: nn.relu(x)),
-        lambda name: (lambda x, train: layers.conv2d(self.in_channels, 1, name=name)(x)),
+        # mmcv zero-initialises the last conv: the block starts as the identity.
+        lambda name: (lambda x, train: layers.conv2d(self.in_channels, 1, name=name,
+                                                     kernel_init=nn.initializers.zeros)(x)),
     ), name=name)(context)
 
   @nn.compact
@@ -60,7 +63,7 @@ class ContextBlock(nn.Module):
     layers.check_in_channels(x, self.in_channels, "ContextBlock")
     n, h, w, c = x.shape
     if self.pooling_type == "att":
-      mask = layers.conv2d(1, 1, name="conv_mask")(x).reshape(n, h * w)
+      mask = layers.conv2d(1, 1, name="conv_mask", kernel_init=KAIMING_FAN_IN)(x).reshape(n, h * w)
       mask = nn.softmax(mask, axis=-1)
       context = jnp.einsum("nl,nlc->nc", mask, x.reshape(n, h * w, c))[:, None, None]
     else:
