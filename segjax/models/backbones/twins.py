@@ -208,8 +208,8 @@ class SVT(PCPVT):
   """mmseg ``SVT``: PCPVT whose even layers are LSA in windows of ``windiow_sizes[stage]``
   (mmseg's spelling)."""
   TINY: ClassVar[dict] = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4), depths=(2, 2, 1, 1),
-                              mlp_ratios=(2, 2, 2, 2), windiow_sizes=(3, 3, 3, 3), qkv_bias=True,
-                              drop_path_rate=0.1)
+                              mlp_ratios=(2, 2, 2, 2), sr_ratios=(4, 2, 1, 1), windiow_sizes=(3, 3, 3, 3),
+                              qkv_bias=True, drop_path_rate=0.1)
   embed_dims: Sequence[int] = (64, 128, 256)
   num_heads: Sequence[int] = (1, 2, 4)
   mlp_ratios: Sequence[int] = (4, 4, 4)
