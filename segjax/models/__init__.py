@@ -16,6 +16,7 @@ from segjax.models.backbones import beit, convnext
 from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
+from segjax.models.backbones.twins import PCPVT, SVT
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.backbones.unet import UNet
@@ -64,6 +65,8 @@ BACKBONES = {
     "SwinTransformer": SwinTransformer,
     "MobileNetV2": MobileNetV2,
     "MobileNetV3": MobileNetV3,
+    "PCPVT": PCPVT,
+    "SVT": SVT,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
