@@ -25,6 +25,7 @@ from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
 from segjax.models.heads.ocr_head import OCRHead
+from segjax.models.heads.point_head import PointHead
 from segjax.models.heads.psp import PSPHead
 from segjax.models.heads.uper import UPerHead
 from segjax.models.heads.enc_head import EncHead
@@ -87,6 +88,7 @@ HEADS = {
     "EncHead": EncHead,
     "PSAHead": PSAHead,
     "OCRHead": OCRHead,
+    "PointHead": PointHead,
     "APCHead": APCHead,
     "DMHead": DMHead,
     "ISAHead": ISAHead,
