@@ -68,6 +68,7 @@ BACKBONES = {
     "MobileNetV3": MobileNetV3,
     "PCPVT": PCPVT,
     "SVT": SVT,
+    "mmcls.ConvNeXt": convnext.ConvNeXt,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
