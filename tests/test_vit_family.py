@@ -141,3 +141,24 @@ def test_errors_name_the_argument():
   with pytest.raises(ValueError, match="interpolate_mode"):
     vit.VisionTransformer(**dict(vit.VisionTransformer.TINY, interpolate_mode="area")).init(
         jax.random.PRNGKey(0), jnp.zeros((1, 48, 32, 3)))
+
+
+def test_mla_neck_forward_gradients_and_resolution_error():
+  # tests/test_registry.py feeds necks a 4-resolution pyramid; MLANeck sums its levels, which
+  # mmseg's SETR gives at one resolution: here four 8x8 levels.
+  from segjax.models.necks.mla_neck import MLANeck
+  neck = MLANeck(**MLANeck.TINY)
+  rng = np.random.default_rng(0)
+  feats = [jnp.asarray(rng.normal(size=(2, 8, 8, c)), jnp.float32) for c in MLANeck.TINY["in_channels"]]
+  variables = neck.init(jax.random.PRNGKey(0), feats)
+  outs = neck.apply(variables, feats)
+  assert [o.shape for o in outs] == [(2, 8, 8, 8)] * 4
+
+  def loss(params):
+    out, _ = neck.apply({**variables, "params": params}, feats, True, mutable=["batch_stats"])
+    return sum((o ** 2).mean() for o in out)
+
+  grads = jax.grad(loss)(variables["params"])
+  assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
+  with pytest.raises(ValueError, match="one resolution"):
+    neck.init(jax.random.PRNGKey(0), [feats[0][:, :4, :4], *feats[1:]])

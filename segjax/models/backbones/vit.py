@@ -86,16 +86,32 @@ class TransformerEncoderLayer(nn.Module):
                    layer_norm(self.norm_cfg, "ln2")(x), x, train)
 
 
+def linear_resize_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
+  """(out, in) weights of PyTorch's linear interpolation with ``align_corners=False``, the taps
+  computed in ``dtype`` as PyTorch computes them (float32 for float32 input, double for float64;
+  ``layers.resize``'s taps are always float32's, 1e-7 away from double's at a 32 -> 3 resize)."""
+  real = np.float64 if dtype == jnp.float64 else np.float32
+  src = np.maximum(real(in_size) / real(out_size) * (np.arange(out_size, dtype=real) + real(0.5)) - real(0.5), real(0))
+  low = np.minimum(src.astype(np.int64), in_size - 1)
+  high = np.minimum(low + 1, in_size - 1)
+  frac = np.clip(src - low.astype(real), 0, 1).astype(real)
+  matrix = np.zeros((out_size, in_size), real)
+  np.add.at(matrix, (np.arange(out_size), low), 1 - frac)
+  np.add.at(matrix, (np.arange(out_size), high), frac)
+  return matrix
+
+
 def resize_pos_grid(grid, size: tuple[int, int], mode: str):
   """mmseg's ``resize_pos_embed`` on the (B, h, w, C) patch grid of a position table:
   ``F.interpolate(mode, align_corners=False)``, bicubic with PyTorch's kernel (a = -0.75, edge
-  taps clamped; ``segjax.convert.cubic_resize_matrix``) or bilinear."""
+  taps clamped; ``segjax.convert.cubic_resize_matrix``) or bilinear (``linear_resize_matrix``)."""
   if mode == "bicubic":
     rows = jnp.asarray(cubic_resize_matrix(grid.shape[1], size[0]), grid.dtype)
     cols = jnp.asarray(cubic_resize_matrix(grid.shape[2], size[1]), grid.dtype)
     return jnp.einsum("hy,wx,byxc->bhwc", rows, cols, grid, precision=jax.lax.Precision.HIGHEST)
   if mode == "bilinear":
-    return layers.resize(grid, size, False)
+    rows, cols = (jnp.asarray(linear_resize_matrix(n, m, grid.dtype)) for n, m in zip(grid.shape[1:3], size))
+    return jnp.einsum("hy,wx,byxc->bhwc", rows, cols, grid, precision=jax.lax.Precision.HIGHEST)
   raise ValueError(f"interpolate_mode={mode!r}; expected 'bicubic' or 'bilinear'")
 
 
