@@ -49,6 +49,9 @@ from segjax.models.backbones.mobilenet_v3 import MobileNetV3
 from segjax.models.heads.lraspp_head import LRASPPHead
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
+from segjax.models.necks.mla_neck import MLANeck
+from segjax.models.heads.setr_up_head import SETRUPHead
+from segjax.models.heads.setr_mla_head import SETRMLAHead
 from segjax import xla_flags
 from segjax.config import to_plain
 
@@ -78,7 +81,7 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id},
 }
-NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck}
+NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck}
 HEADS = {
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
@@ -103,6 +106,8 @@ HEADS = {
     "DNLHead": DNLHead,
     "SegformerHead": SegformerHead,
     "LRASPPHead": LRASPPHead,
+    "SETRUPHead": SETRUPHead,
+    "SETRMLAHead": SETRMLAHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
