@@ -17,6 +17,7 @@ from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.twins import PCPVT, SVT
+from segjax.models.backbones.poolformer import PoolFormer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
 from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.backbones.unet import UNet
@@ -72,6 +73,7 @@ BACKBONES = {
     "PCPVT": PCPVT,
     "SVT": SVT,
     "mmcls.ConvNeXt": convnext.ConvNeXt,
+    "mmcls.PoolFormer": PoolFormer,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
