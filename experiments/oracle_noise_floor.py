@@ -51,7 +51,7 @@ def main(cases):
     except ValueError as e:
       print(f"{name}: skipped ({e})", file=sys.stderr)
       continue
-    variables, x, exact, noise = float64_noise_floor(d, model)
+    variables, x, exact, _, noise = float64_noise_floor(d, model)
     out = jax.tree.map(np.asarray, jax.jit(functools.partial(outputs, model))(variables, x))
     for key in ("head_logits", "logits"):
       ref, ours = reference(d, key), out[key]
