@@ -53,6 +53,7 @@ from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax.models.necks.mla_neck import MLANeck
 from segjax.models.heads.setr_up_head import SETRUPHead
 from segjax.models.heads.setr_mla_head import SETRMLAHead
+from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
 from segjax import xla_flags
 from segjax.config import to_plain
 
@@ -110,6 +111,7 @@ HEADS = {
     "LRASPPHead": LRASPPHead,
     "SETRUPHead": SETRUPHead,
     "SETRMLAHead": SETRMLAHead,
+    "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
