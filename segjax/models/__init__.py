@@ -48,6 +48,11 @@ from segjax.models.necks.jpu import JPU
 from segjax.models.backbones.mobilenet_v2 import MobileNetV2
 from segjax.models.backbones.mobilenet_v3 import MobileNetV3
 from segjax.models.heads.lraspp_head import LRASPPHead
+from segjax.models.backbones.fast_scnn import FastSCNN
+from segjax.models.backbones.cgnet import CGNet
+from segjax.models.backbones.erfnet import ERFNet
+from segjax.models.backbones.bisenetv1 import BiSeNetV1
+from segjax.models.backbones.bisenetv2 import BiSeNetV2
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax.models.necks.mla_neck import MLANeck
@@ -75,6 +80,11 @@ BACKBONES = {
     "SVT": SVT,
     "mmcls.ConvNeXt": convnext.ConvNeXt,
     "mmcls.PoolFormer": PoolFormer,
+    "FastSCNN": FastSCNN,
+    "CGNet": CGNet,
+    "ERFNet": ERFNet,
+    "BiSeNetV1": BiSeNetV1,
+    "BiSeNetV2": BiSeNetV2,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
