@@ -5,8 +5,11 @@
       --config.data.samples_per_gpu=2
   python main.py --config=... --workdir=... --mode=eval
 
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest checkpoint. A bad --config
+value ends with one line naming it (no traceback).
 """
+import sys
+
 from segjax import xla_flags
 
 xla_flags.apply_defaults()  # before JAX initialises its backend
@@ -14,7 +17,7 @@ xla_flags.apply_defaults()  # before JAX initialises its backend
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from segjax import sharding  # noqa: E402
+from segjax import config as config_lib, sharding  # noqa: E402
 from segjax.train import loop  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -24,9 +27,48 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatica
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _unknown_override(argv) -> str | None:
+  """The first ``--config.a.b=value`` whose key the config (``--config=FILE``) does not have."""
+  spec = next((a.partition("=")[2] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return None
+  config = config_lib.load_config(spec)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node = config
+    for part in arg[len("--config."):].partition("=")[0].split("."):
+      if not hasattr(node, "keys") or part not in node:
+        return arg
+      node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl's parser, but a bad --config flag ends with one line naming it, not ml_collections'
+  traceback with the key at its end."""
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 -- any parse failure is the user's flag, not a bug
+    unknown = None
+    if isinstance(e, (AttributeError, KeyError)):
+      try:
+        unknown = _unknown_override(argv)
+      except Exception:  # noqa: BLE001 -- the config file itself is broken: show the original error
+        pass
+    if unknown:
+      sys.exit(f"main.py: {unknown}: the config has no key {unknown.partition('=')[0][len('--config.'):]!r} "
+               "(python tools/print_config.py CONFIG lists its keys)")
+    sys.exit(f"main.py: {type(e).__name__}: {e}")
+
+
 def main(argv):
   del argv
   config = FLAGS.config
+  try:
+    config_lib.validate(config)
+  except ValueError as e:
+    sys.exit(f"main.py: {e}")
   sharding.initialize_distributed(config)
   logging.info("config:\n%s", config)
   if FLAGS.mode == "train":
@@ -36,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -20,12 +20,14 @@ def poly(power: float = 0.9, min_lr: float = 1e-4) -> dict:
 
 
 def schedule(total_iters: int) -> dict:
-  """mmseg's schedule_{20,40,80,160}k: evaluate and checkpoint every tenth of the run."""
+  """mmseg's schedule_{20,40,80,160}k: evaluate and checkpoint every tenth of the run (every
+  step for runs shorter than 10)."""
+  interval = max(total_iters // 10, 1)
   # save_best: mmseg's EvalHook option (a metric name or 'auto'), carried from mmseg configs.
   return dict(total_iters=total_iters,
-              evaluation=dict(interval=total_iters // 10, metric="mIoU",
+              evaluation=dict(interval=interval, metric="mIoU",
                               save_best=config_dict.placeholder(str)),
-              checkpoint=dict(interval=total_iters // 10, max_to_keep=3))
+              checkpoint=dict(interval=interval, max_to_keep=3))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -56,6 +58,27 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def validate(config) -> None:
+  """Fail before anything runs on values the loop cannot use, naming the key, the value and
+  what it takes (--config.* only checks that a key exists and has the right type)."""
+  def at_least(key: str, minimum: int, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+      raise ValueError(f"config {key}={value!r}: expected an integer >= {minimum}")
+
+  at_least("total_iters", 1, config.total_iters)
+  at_least("log_interval", 1, config.log_interval)
+  at_least("evaluation.interval", 1, config.evaluation.interval)
+  at_least("checkpoint.interval", 1, config.checkpoint.interval)
+  if config.checkpoint.get("max_to_keep") is not None:
+    at_least("checkpoint.max_to_keep", 1, config.checkpoint.max_to_keep)
+  at_least("data.samples_per_gpu", 1, config.data.samples_per_gpu)
+  at_least("data.workers_per_gpu", 0, config.data.workers_per_gpu)
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config compute_dtype={config.compute_dtype!r}: expected one of "
+                     f"{', '.join(COMPUTE_DTYPES)}")
 
 
 def to_plain(value: Any) -> Any:

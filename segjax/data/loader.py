@@ -11,7 +11,10 @@ shape; padding entries carry ignore-only labels and add no area.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import os
+import threading
+import time
+from typing import Any, Iterator
 
 import grain.python as grain
 from absl import flags
@@ -66,8 +69,76 @@ def train_loader(dataset: CustomDataset, host_batch_size: int, seed: int,
   if worker_count:
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (notebooks/tests never parse them)
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count),
+                        worker_init_fn=_exit_with_parent)
   return ds.batch(host_batch_size, drop_remainder=True)
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Runs in each grain worker: end the worker once the process that started it is gone.
+
+  grain's workers are spawned processes; after a SIGKILL of the trainer they would live on under
+  init (each holding the dataset and shared memory, and keeping multiprocessing's resource
+  tracker alive). Linux's PR_SET_PDEATHSIG is not used because it fires when the *thread* that
+  spawned the worker ends, and grain starts workers from whichever thread first pulls a batch; a
+  watchdog on the parent pid holds for any thread and any OS."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(1)  # no cleanup to run: the parent that would consume anything is gone
+
+  threading.Thread(target=watch, name="segjax-exit-with-parent", daemon=True).start()
+
+
+def elements_consumed(state: dict) -> int:
+  """How many examples a grain train iterator has delivered, from its state: ``next_index`` of
+  the serial pipeline, or the sum over ``mp_prefetch``'s per-worker positions (each worker's
+  ``next_index`` counts its own slice)."""
+  if "next_index" in state:
+    return int(state["next_index"])
+  try:
+    return sum(int(s["next_index"]) for s in state["iterators_in_use_states"])
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"unrecognised data-iterator state {state} (written by another grain "
+                     "version?)") from e
+
+
+def state_at(elements: int, worker_count: int) -> dict:
+  """The grain state of ``train_loader(..., worker_count)`` after ``elements`` examples: the
+  inverse of ``elements_consumed``. ``mp_prefetch`` interleaves its workers round robin, worker
+  ``i`` reading examples ``i, i + W, ...`` (tests check this against grain's own states)."""
+  if worker_count == 0:
+    return {"next_index": elements}
+  return {"next_index_in_cycle": elements % worker_count if worker_count > 1 else 0,
+          "next_index_in_datasets": worker_count,
+          "iterators_in_use_indices": list(range(worker_count)),
+          "iterators_in_use_states": [{"next_index": (elements - i + worker_count - 1) // worker_count}
+                                      for i in range(worker_count)],
+          "exhausted": [0] * worker_count,
+          "future_states": {}}
+
+
+class TrainIterator(grain.DatasetIterator):
+  """``iter(train_loader(...))`` whose checkpointed state restores under any worker count.
+
+  The batches do not depend on the number of workers, but grain's state does (one position per
+  worker); ``set_state`` takes a state written with any count and resumes at the same example."""
+
+  def __init__(self, dataset: CustomDataset, host_batch_size: int, seed: int, worker_count: int = 0):
+    super().__init__(iter(train_loader(dataset, host_batch_size, seed, worker_count)))
+    self.worker_count = worker_count
+
+  def __next__(self) -> dict:
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state_at(elements_consumed(state), self.worker_count))
 
 
 def eval_batches(dataset: CustomDataset, host_batch_size: int) -> Iterator[dict]:

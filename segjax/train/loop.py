@@ -3,12 +3,18 @@
 ``train_and_evaluate(config, workdir)`` resumes from the latest checkpoint in ``workdir`` when one
 exists (state, step and data-iterator position), else starts from ``config.load_from`` weights or
 from scratch. After every step the loop calls each periodic action in order: ``LogMetrics``,
-``SaveCheckpoint`` (before evaluation, so a failing evaluation never loses trained steps),
-``Evaluate``; ``train_and_evaluate(..., extra_actions=[...])`` appends more (any callable
-``(step, state, logs) -> None``).
+``SaveCheckpoint``, ``Evaluate``; ``train_and_evaluate(..., extra_actions=[...])`` appends more
+(any callable ``(step, state, logs) -> None``).
+
+What keeps a run's work: the config is validated and both splits' files sampled before anything
+compiles; the workdir is locked for the run and keeps the run's config, so a resume with another
+config names the keys that differ (``workdir``); a step's checkpoint is complete on disk before
+its evaluation starts, and an evaluation that fails saves the state first; a damaged checkpoint
+is skipped for the newest one that reads (``checkpoint.restore_latest``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -27,12 +33,12 @@ from segjax import evaluation, losses, sharding, xla_flags
 from segjax.data.datasets import build_split
 from segjax.data import check, loader
 from segjax.data.transforms import DataError
-from segjax.config import to_plain
+from segjax.config import to_plain, validate
 from segjax.models import build_segmentor, init_compiler_options, init_variables
 from segjax.models.segmentors.encoder_decoder import final_decode_head
 from segjax.models.segmentors.inference import binary_threshold, inference_logits, predict
 from segjax.layers import resize
-from segjax.train import checkpoint, optim
+from segjax.train import checkpoint, optim, workdir as workdir_lib
 from segjax.train.writers import MetricWriter
 
 
@@ -46,6 +52,10 @@ class TrainState:
 
 
 class NonFiniteLossError(RuntimeError):
+  pass
+
+
+class EvaluationError(RuntimeError):
   pass
 
 
@@ -157,36 +167,66 @@ class LogMetrics:
 
 class SaveCheckpoint:
   """Writes the state and the data iterator's position every ``interval`` steps, at the last
-  step, and at once after SIGTERM (then exits with 128 + the signal)."""
+  step, and at once after SIGTERM (then exits with 128 + the signal). orbax writes in the
+  background; ``complete`` waits for it."""
 
   def __init__(self, interval: int, total: int, manager, data_iter, stop: dict):
     self.interval, self.total, self.manager = interval, total, manager
     self.data_iter, self.stop = data_iter, stop
+    self.saved_step: int | None = None
 
   def __call__(self, step: int, state: TrainState, logs: dict) -> None:
     if due(step, self.interval, self.total) or self.stop["signal"]:
-      checkpoint.save(self.manager, step, state, self.data_iter, force=bool(self.stop["signal"]))
+      self.save(step, state, force=bool(self.stop["signal"]))
     if self.stop["signal"]:
       self.manager.wait_until_finished()
       logging.warning("signal %d: checkpoint written at step %d, exiting", self.stop["signal"], step)
       raise SystemExit(128 + self.stop["signal"])
 
+  def save(self, step: int, state: TrainState, force: bool = False) -> None:
+    checkpoint.save(self.manager, step, state, self.data_iter, force=force)
+    self.saved_step = step
+
+  def complete(self, step: int, state: TrainState) -> str:
+    """Make sure step ``step`` is on disk, completely (saving it now if it was not due), and
+    return its folder."""
+    if self.saved_step != step:
+      self.save(step, state, force=True)
+    self.manager.wait_until_finished()
+    return os.path.join(str(self.manager.directory), str(step))
+
 
 class Evaluate:
   """mIoU on the val set every ``interval`` steps and at the last step; ``summary`` holds the
-  latest result."""
+  latest result.
+
+  With a ``saver``, the step's checkpoint (when one was due) is complete on disk before the
+  evaluation starts, so even a crash that kills the process there (out of memory, a segfault in
+  a decoder) loses no trained step; an evaluation that raises saves the step first."""
 
   def __init__(self, interval: int, total: int, eval_fn, val_set, host_batch: int,
-               writer: MetricWriter):
+               writer: MetricWriter, saver: SaveCheckpoint | None = None):
     self.interval, self.total, self.eval_fn = interval, total, eval_fn
     self.val_set, self.host_batch, self.writer = val_set, host_batch, writer
+    self.saver = saver
     self.summary: dict = {}
 
   def __call__(self, step: int, state: TrainState, logs: dict) -> None:
     if not due(step, self.interval, self.total):
       return
+    if self.saver is not None:
+      self.saver.manager.wait_until_finished()
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    metrics = evaluate(self.eval_fn, variables, self.val_set, self.host_batch)
+    try:
+      metrics = evaluate(self.eval_fn, variables, self.val_set, self.host_batch)
+    except Exception as e:
+      if self.saver is None:
+        raise
+      folder = self.saver.complete(step, state)
+      raise EvaluationError(
+          f"evaluation at step {step} failed ({type(e).__name__}: {e}); the training state of step "
+          f"{step} is saved in {folder} and the next run resumes from it. Check the val set with "
+          "python tools/check_dataset.py CONFIG --split val") from e
     self.summary = evaluation.summary(metrics)
     self.writer.write_scalars(step, self.summary, mode="val")
     logging.info("step %d val: %s\n%s", step,
@@ -196,8 +236,20 @@ class Evaluate:
 
 def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] = ()) -> dict:
   """Train ``config`` in ``workdir``; returns the last evaluation summary. ``extra_actions``:
-  callables ``(step, state, logs)`` run after the built-in actions at every step."""
+  callables ``(step, state, logs)`` run after the built-in actions at every step. The workdir
+  is locked for the run (process 0 holds the lock for all hosts); a second run on it fails at
+  once naming the first."""
+  validate(config)
   os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.lock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir, extra_actions)
+  finally:
+    if lock is not None:
+      lock.close()
+
+
+def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
   _log_to_file(workdir)
   mesh = sharding.make_mesh(config.get("mesh"))
   model_cfg = to_plain(config.model)
@@ -208,7 +260,8 @@ def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] =
   if train_set.num_classes != num_classes:
     raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
                      f"model.decode_head.num_classes={num_classes}")
-  _check_sample(train_set, num_classes, config.data.check_samples)
+  _check_sample(train_set, num_classes, config.data.check_samples, "training")
+  _check_sample(val_set, num_classes, config.data.check_samples, "validation")
   host_batch = config.data.samples_per_gpu * jax.local_device_count()
   global_batch = host_batch * jax.process_count()
   logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
@@ -229,40 +282,46 @@ def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] =
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sharding)
 
-  data_loader = loader.train_loader(train_set, host_batch, config.seed, config.data.workers_per_gpu)
-  data_iter = iter(data_loader)
   manager = checkpoint.make_manager(workdir, config.checkpoint.max_to_keep)
-  state, start_step = checkpoint.restore_latest(manager, abstract, data_iter)
-  if state is None:
-    state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding,
-                    compiler_options=init_compiler_options())(rng)
-    start_step = 0
-    if model_cfg.get("pretrained"):
-      state = _load_pretrained_backbone(state, model_cfg["pretrained"], model_cfg["backbone"]["type"])
-    if config.load_from:
-      loaded = checkpoint.load_variables(config.load_from)
-      state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
-                            batch_stats=_fit(loaded["batch_stats"], state.batch_stats, "batch_stats",
-                                             config.load_from))
-      logging.info("loaded weights from %s", config.load_from)
-  else:
-    logging.info("resumed from %s at step %d", manager.directory, start_step)
+  resuming = bool(manager.all_steps())
+  if jax.process_index() == 0:
+    workdir_lib.check_and_save_config(workdir, config, resuming)
+  data_iter = loader.TrainIterator(train_set, host_batch, config.seed, config.data.workers_per_gpu)
+  with contextlib.ExitStack() as cleanup:  # runs in reverse order, however the run ends
+    cleanup.callback(data_iter.close)  # stops grain's worker processes now, not at interpreter exit
+    state, start_step = checkpoint.restore_latest(manager, abstract, data_iter)
+    if state is None:
+      state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding,
+                      compiler_options=init_compiler_options())(rng)
+      start_step = 0
+      if model_cfg.get("pretrained"):
+        state = _load_pretrained_backbone(state, model_cfg["pretrained"], model_cfg["backbone"]["type"])
+      if config.load_from:
+        loaded = checkpoint.load_variables(config.load_from)
+        state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
+                              batch_stats=_fit(loaded["batch_stats"], state.batch_stats, "batch_stats",
+                                               config.load_from))
+        logging.info("loaded weights from %s", config.load_from)
+    else:
+      logging.info("resumed from %s at step %d", manager.directory, start_step)
 
-  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                      compute_dtype=jnp.dtype(config.compute_dtype)),
-                    in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-                    out_shardings=(state_sharding, repl), donate_argnums=0)
-  eval_fn = jit_eval_step(model, model_cfg, num_classes, val_set.ignore_index)
-  writer = MetricWriter(workdir)
-  stop = {"signal": None}
-  previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-  total = config.total_iters
-  evaluator = Evaluate(config.evaluation.interval, total, eval_fn, val_set, host_batch, writer)
-  actions: list[Callable] = [
-      LogMetrics(config.log_interval, total, writer, schedule, train_set),
-      SaveCheckpoint(config.checkpoint.interval, total, manager, data_iter, stop),
-      evaluator, *extra_actions]
-  try:
+    step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                                        compute_dtype=jnp.dtype(config.compute_dtype)),
+                      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                      out_shardings=(state_sharding, repl), donate_argnums=0)
+    eval_fn = jit_eval_step(model, model_cfg, num_classes, val_set.ignore_index)
+    writer = MetricWriter(workdir)
+    cleanup.callback(writer.close)
+    stop = {"signal": None}
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+    cleanup.callback(signal.signal, signal.SIGTERM, previous_handler)
+    cleanup.callback(manager.wait_until_finished)
+    total = config.total_iters
+    saver = SaveCheckpoint(config.checkpoint.interval, total, manager, data_iter, stop)
+    evaluator = Evaluate(config.evaluation.interval, total, eval_fn, val_set, host_batch, writer,
+                         saver)
+    actions: list[Callable] = [LogMetrics(config.log_interval, total, writer, schedule, train_set),
+                               saver, evaluator, *extra_actions]
     for step in range(start_step + 1, total + 1):
       batch = next(data_iter)
       indices = batch.pop("index")
@@ -273,11 +332,6 @@ def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] =
       logs["index"] = indices  # the batch's dataset indices, for messages naming its files
       for action in actions:
         action(step, state, logs)
-  finally:
-    signal.signal(signal.SIGTERM, previous_handler)
-    manager.wait_until_finished()
-    writer.close()
-    data_iter.close()  # stops grain's worker processes now rather than at interpreter exit
   return evaluator.summary
 
 
@@ -312,14 +366,14 @@ def _fit(loaded, target, what: str, path: str):
                       flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat_l.items()}))
 
 
-def _check_sample(dataset, num_classes: int, samples: int) -> None:
-  """Fail before compiling anything if a sample of the training set has bad files."""
+def _check_sample(dataset, num_classes: int, samples: int, split: str) -> None:
+  """Fail before compiling anything if a sample of the ``split`` set has bad files."""
   if samples <= 0:
     return
   indices = np.random.default_rng(0).permutation(len(dataset))[:samples]
   problems, _ = check.check_dataset(dataset, num_classes, sorted(indices.tolist()))
   if problems:
-    raise DataError(f"{len(problems)} problem(s) in {len(indices)} sampled training images "
+    raise DataError(f"{len(problems)} problem(s) in {len(indices)} sampled {split} images "
                     f"(python tools/check_dataset.py checks them all):\n  " + "\n  ".join(problems[:20]))
 
 
