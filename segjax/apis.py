@@ -98,8 +98,11 @@ def test_settings(pipeline) -> dict:
 
 def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict | None = None) -> None:
   """Write ``config.json`` and an orbax checkpoint (step 0) that ``init_segmentor`` and
-  ``--config.load_from`` read; an earlier conversion in ``out_dir`` is replaced."""
+  ``--config.load_from`` read; an earlier conversion in ``out_dir`` is replaced. Any other
+  non-empty ``out_dir`` is refused: written into a training workdir, step 0 would sit beside the
+  run's steps (and a resume or ``init_segmentor`` pick the newest, not the converted weights)."""
   from segjax.train import checkpoint
+  _check_conversion_target(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   cfg = {"model": model_cfg, **(extra or {})}
   with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -111,6 +114,34 @@ def save_converted(out_dir: str, model_cfg: dict, variables: dict, extra: dict |
   state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
   manager.wait_until_finished()
+
+
+def _check_conversion_target(out_dir: str) -> None:
+  """``out_dir`` must be new, empty, or an earlier conversion."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f"{out_dir} is a file; give a directory for the converted weights")
+  entries = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+  if entries and not _is_conversion(out_dir, entries):
+    raise FileExistsError(
+        f"{out_dir} is not empty and is not an earlier conversion (it holds {', '.join(entries[:8])}"
+        f"{', ...' if len(entries) > 8 else ''}); write converted weights into a new or empty "
+        "directory (a training workdir's own checkpoints are read directly: init_segmentor(CONFIG, "
+        "WORKDIR), --config.load_from=WORKDIR)")
+
+
+def _is_conversion(out_dir: str, entries: list[str]) -> bool:
+  """What ``save_converted`` writes: ``config.json`` with a ``model``, ``checkpoints/`` holding
+  step 0 only, nothing else."""
+  if not set(entries) <= {"config.json", "checkpoints"} or "config.json" not in entries:
+    return False
+  try:
+    with open(os.path.join(out_dir, "config.json")) as f:
+      if "model" not in json.load(f):
+        return False
+  except (OSError, ValueError):
+    return False
+  ckpt_dir = os.path.join(out_dir, "checkpoints")
+  return not os.path.isdir(ckpt_dir) or all(name == "0" for name in os.listdir(ckpt_dir))
 
 
 def _settings_of_config(config) -> tuple[dict, dict]:

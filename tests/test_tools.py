@@ -1,7 +1,6 @@
 """tools/test.py evaluates a training workdir exactly as the training loop's evaluation does."""
 import json
 import os
-import pickle
 import subprocess
 import sys
 
@@ -29,7 +28,7 @@ def _run(*args):
 
 def test_tools_test_matches_training_evaluation(trained, tiny_dataset, tmp_path):
   workdir, summary = trained
-  out = str(tmp_path / "preds.pkl")
+  out = str(tmp_path / "preds.npz")
   r = subprocess.run([sys.executable, "tools/test.py", "configs/pspnet_synthetic.py", workdir,
                       "--eval", "mIoU", "mDice", "--out", out, "--show-dir", str(tmp_path / "show"),
                       "--cfg-options", *TINY_OVERRIDES, f"data.test.data_root={tiny_dataset}"],
@@ -40,8 +39,9 @@ def test_tools_test_matches_training_evaluation(trained, tiny_dataset, tmp_path)
   assert values["mIoU"] == pytest.approx(100 * summary["mIoU"], abs=0.006)
   assert values["aAcc"] == pytest.approx(100 * summary["aAcc"], abs=0.006)
   assert "mDice" in values
-  preds = pickle.load(open(out, "rb"))
-  assert len(preds) == 8 and preds[0].shape == (64, 64)
+  import numpy as np
+  with np.load(out, allow_pickle=False) as preds:
+    assert len(preds["filenames"]) == 8 and preds["pred_00000"].shape == (64, 64)
   assert len(os.listdir(tmp_path / "show")) == 8
 
 
@@ -168,9 +168,9 @@ def test_confusion_matrix_counts_by_hand():
 def test_confusion_matrix_and_browse_tools_write_files(trained, tiny_dataset, tmp_path):
   import numpy as np
   workdir, _ = trained
-  preds = str(tmp_path / "p.pkl")
+  preds = str(tmp_path / "p.npz")
   data = [f"data.val.data_root={tiny_dataset}", f"data.train.data_root={tiny_dataset}"]
-  r = _run("tools/test.py", "configs/pspnet_synthetic.py", workdir, "--out", preds,
+  r = _run("tools/test.py", "configs/pspnet_synthetic.py", workdir, "--out", preds, "--split", "val",
            "--cfg-options", *TINY_OVERRIDES, *data)
   assert r.returncode == 0, r.stderr[-2000:]
   r = _run("tools/confusion_matrix.py", "configs/pspnet_synthetic.py", preds, str(tmp_path / "cm"),
