@@ -21,29 +21,32 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 @functools.lru_cache(maxsize=None)
-def _bilinear_taps(in_size: int, out_size: int, align_corners: bool):
+def _bilinear_taps(in_size: int, out_size: int, align_corners: bool, real=np.float32):
   """Source indices and weights of PyTorch's 1-D linear interpolation (upsample_bilinear2d)."""
-  # PyTorch computes the scale and source coordinate in float32 (opmath of float); so do we, to
-  # get the same taps to the last bit.
-  f32 = np.float32
-  dst = np.arange(out_size, dtype=f32)
+  # PyTorch computes the scale and source coordinate in the input's opmath type: float32 for
+  # float32 (and half) input, double for float64; so do we, to get the same taps to the last bit.
+  dst = np.arange(out_size, dtype=real)
   if align_corners:
-    scale = f32(in_size - 1) / f32(out_size - 1) if out_size > 1 else f32(0)
+    scale = real(in_size - 1) / real(out_size - 1) if out_size > 1 else real(0)
     src = scale * dst
   else:
-    scale = f32(in_size) / f32(out_size)
-    src = np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
+    scale = real(in_size) / real(out_size)
+    src = np.maximum(scale * (dst + real(0.5)) - real(0.5), real(0))
   i0 = np.minimum(src.astype(np.int64), in_size - 1)
   i1 = np.minimum(i0 + 1, in_size - 1)
-  w1 = np.clip(src - i0.astype(f32), 0, 1).astype(f32)
-  return i0, i1, f32(1) - w1, w1
+  w1 = np.clip(src - i0.astype(real), 0, 1).astype(real)
+  return i0, i1, real(1) - w1, w1
+
+
+def _tap_type(dtype):
+  return np.float64 if dtype == jnp.float64 else np.float32
 
 
 def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool) -> jax.Array:
   in_size = x.shape[axis]
   if in_size == out_size:
     return x
-  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners)
+  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners, _tap_type(x.dtype))
   shape = [1] * x.ndim
   shape[axis] = out_size
   w0 = jnp.asarray(w0, x.dtype).reshape(shape)
@@ -694,11 +697,11 @@ def resize_by_scale(x: jax.Array, scale_factor, align_corners: bool = False) -> 
     if align_corners or out_size == in_size * s:  # then 1/s == in/out: resize's taps
       x = _resize_axis(x, axis, out_size, align_corners)
       continue
-    f32 = np.float32
-    src = np.maximum(f32(1.0 / float(s)) * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+    real = _tap_type(x.dtype)
+    src = np.maximum(real(1.0 / float(s)) * (np.arange(out_size, dtype=real) + real(0.5)) - real(0.5), real(0))
     i0 = np.minimum(src.astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    w1 = np.clip(src - i0.astype(f32), 0, 1).astype(f32)
+    w1 = np.clip(src - i0.astype(real), 0, 1).astype(real)
     shape = [1] * x.ndim
     shape[axis] = out_size
     x = (jnp.take(x, i0, axis=axis) * jnp.asarray(1 - w1, x.dtype).reshape(shape)

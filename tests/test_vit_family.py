@@ -162,3 +162,41 @@ def test_mla_neck_forward_gradients_and_resolution_error():
   assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
   with pytest.raises(ValueError, match="one resolution"):
     neck.init(jax.random.PRNGKey(0), [feats[0][:, :4, :4], *feats[1:]])
+
+
+@pytest.mark.parametrize("readout_type", ["project", "add", "ignore"])
+def test_dpt_head_contract_on_vit_levels_with_cls_tokens(readout_type):
+  # tests/test_registry.py feeds heads plain maps; DPTHead reads a ViT's [map, cls_token] levels.
+  from segjax import losses
+  from segjax.models.heads.dpt_head import DPTHead
+  head = DPTHead(**dict(DPTHead.TINY, readout_type=readout_type))
+  rng = np.random.default_rng(0)
+  levels = [[jnp.asarray(rng.normal(size=(2, 4, 4, 16)), jnp.float32),
+             jnp.asarray(rng.normal(size=(2, 16)), jnp.float32)] for _ in range(4)]
+  labels = jnp.asarray(rng.integers(0, 3, (2, 64, 64)))
+  variables = head.init(jax.random.PRNGKey(0), levels, method="forward_test")
+  # reassembled at 4x, 2x, 1x, 1/2x the 4x4 grid; each of the four fusion blocks upsamples x2
+  assert head.apply(variables, levels, method="forward_test").shape == (2, 32, 32, 3)
+
+  def loss(params):
+    out, _ = head.apply({**variables, "params": params}, levels, labels, method="forward_train",
+                        mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+    return losses.parse_losses(out)[0]
+
+  grads = jax.grad(loss)(variables["params"])
+  assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
+  with pytest.raises(ValueError, match="cls token"):
+    head.init(jax.random.PRNGKey(0), [lv[0] for lv in levels], method="forward_test")
+
+
+def test_conv_transpose_is_torch_conv_transpose2d():
+  from segjax.convert import convert_state_dict
+  from segjax.models.heads.dpt_head import ConvTranspose2d
+  conv = torch.nn.ConvTranspose2d(3, 5, kernel_size=4, stride=4)
+  x = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype(np.float32)
+  want = conv(torch.tensor(x)).detach().numpy().transpose(0, 2, 3, 1)
+  module = ConvTranspose2d(5, 4)
+  target = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((2, 3, 4, 3))))
+  variables = convert_state_dict({k: v.detach().numpy() for k, v in conv.state_dict().items()}, target)
+  got = module.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
