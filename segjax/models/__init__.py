@@ -59,6 +59,7 @@ from segjax.models.necks.mla_neck import MLANeck
 from segjax.models.heads.setr_up_head import SETRUPHead
 from segjax.models.heads.setr_mla_head import SETRMLAHead
 from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
+from segjax.models.heads.dpt_head import DPTHead
 from segjax import xla_flags
 from segjax.config import to_plain
 
@@ -122,6 +123,7 @@ HEADS = {
     "SETRUPHead": SETRUPHead,
     "SETRMLAHead": SETRMLAHead,
     "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
+    "DPTHead": DPTHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
