@@ -105,10 +105,24 @@ def abstract_variables(model_dict: dict) -> dict:
     return jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)
 
 
+def frozen_parameter_count(model_dict: dict) -> int:
+  """Elements of the parameters mmseg creates with ``requires_grad=False`` and segjax holds as
+  constants (a class's ``FROZEN_PARAMETERS``, e.g. STDCHead's fusion kernel): mmseg counts them,
+  segjax's ``params`` (trained, weight-decayed) must not hold them."""
+  count = 0
+  for kind, table in (("backbone", models.BACKBONES), ("neck", models.NECKS),
+                      ("decode_head", models.HEADS), ("auxiliary_head", models.HEADS)):
+    cfg = model_dict.get(kind)
+    for sub in cfg if isinstance(cfg, (list, tuple)) else [cfg] if cfg else []:
+      count += getattr(table.get(sub.get("type")), "FROZEN_PARAMETERS", 0)
+  return count
+
+
 def check_architecture(reference: str, arch: Architecture) -> None:
   """Raises unless segjax's model has mmseg's parameter count and takes mmseg's state_dict."""
   variables = abstract_variables(arch.model_dict)
   count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
+  count += frozen_parameter_count(arch.model_dict)
   if count != arch.params:
     raise AssertionError(f"{arch.configs[0]}: segjax has {count} parameters, mmseg {arch.params}")
   check_state_dict(key_listing(reference, arch.keys_file), variables, checkpoint_rules(arch.model_dict))
