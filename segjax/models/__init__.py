@@ -53,6 +53,8 @@ from segjax.models.backbones.cgnet import CGNet
 from segjax.models.backbones.erfnet import ERFNet
 from segjax.models.backbones.bisenetv1 import BiSeNetV1
 from segjax.models.backbones.bisenetv2 import BiSeNetV2
+from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
+from segjax.models.heads.stdc_head import STDCHead
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax.models.necks.mla_neck import MLANeck
@@ -86,6 +88,8 @@ BACKBONES = {
     "ERFNet": ERFNet,
     "BiSeNetV1": BiSeNetV1,
     "BiSeNetV2": BiSeNetV2,
+    "STDCNet": STDCNet,
+    "STDCContextPathNet": STDCContextPathNet,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -124,6 +128,7 @@ HEADS = {
     "SETRMLAHead": SETRMLAHead,
     "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
     "DPTHead": DPTHead,
+    "STDCHead": STDCHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
