@@ -55,6 +55,8 @@ from segjax.models.backbones.bisenetv1 import BiSeNetV1
 from segjax.models.backbones.bisenetv2 import BiSeNetV2
 from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
 from segjax.models.heads.stdc_head import STDCHead
+from segjax.models.backbones.icnet import ICNet
+from segjax.models.necks.ic_neck import ICNeck
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax.models.necks.mla_neck import MLANeck
@@ -90,6 +92,7 @@ BACKBONES = {
     "BiSeNetV2": BiSeNetV2,
     "STDCNet": STDCNet,
     "STDCContextPathNet": STDCContextPathNet,
+    "ICNet": ICNet,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -99,7 +102,7 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id},
 }
-NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck}
+NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck, "ICNeck": ICNeck}
 HEADS = {
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
