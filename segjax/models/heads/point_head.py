@@ -69,6 +69,14 @@ def calculate_uncertainty(seg_logits):
   return top2[..., 1] - top2[..., 0]
 
 
+def most_uncertain(seg_logits, candidates, k: int):
+  """The ``k`` of ``candidates`` (N, M, 2) where the logits, sampled there (bilinear,
+  align_corners=False as mmseg), are most uncertain: (N, k, 2)."""
+  uncertainty = calculate_uncertainty(point_sample(seg_logits, candidates))
+  idx = jax.lax.top_k(uncertainty, k)[1]
+  return jnp.take_along_axis(candidates, idx[..., None], axis=1)
+
+
 def given_points(coords, path=("decode_head", "1")) -> dict:
   """The variables entry that makes the PointHead at ``path`` (its module path in the segmentor)
   train on ``coords`` (N, num_points, 2), (x, y) in [0, 1], instead of sampling: merge it into
@@ -180,10 +188,8 @@ class PointHead(BaseCascadeDecodeHead):
     num_sampled = int(num_points * oversample)
     num_uncertain = int(importance * num_points)
     key_over, key_random = jax.random.split(self.sampling_key())
-    coords = jax.random.uniform(key_over, (n, num_sampled, 2), jnp.float32)
-    uncertainty = calculate_uncertainty(point_sample(seg_logits, coords))
-    idx = jax.lax.top_k(uncertainty, num_uncertain)[1]
-    coords = jnp.take_along_axis(coords, idx[..., None], axis=1)
+    coords = most_uncertain(seg_logits, jax.random.uniform(key_over, (n, num_sampled, 2), jnp.float32),
+                            num_uncertain)
     if num_points > num_uncertain:
       coords = jnp.concatenate(
           [coords, jax.random.uniform(key_random, (n, num_points - num_uncertain, 2), jnp.float32)], 1)
