@@ -13,15 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models.backbones import beit, convnext
+from segjax.models.backbones.beit import BEiT, MAE
 from segjax.models.backbones.hrnet import HRNet
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.twins import PCPVT, SVT
 from segjax.models.backbones.poolformer import PoolFormer
 from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
-from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.backbones.unet import UNet
 from segjax.models.backbones.resnest import ResNeSt
+from segjax.models.backbones.vit import VisionTransformer
 from segjax.models.heads.segformer_head import SegformerHead
 from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
 from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
@@ -43,8 +44,13 @@ from segjax.models.heads.ema_head import EMAHead
 from segjax.models.heads.gc_head import GCHead
 from segjax.models.heads.nl_head import NLHead
 from segjax.models.necks.fpn import FPN
-from segjax.models.necks.multilevel_neck import MultiLevelNeck
 from segjax.models.necks.jpu import JPU
+from segjax.models.necks.multilevel_neck import MultiLevelNeck
+from segjax.models.necks.mla_neck import MLANeck
+from segjax.models.heads.setr_up_head import SETRUPHead
+from segjax.models.heads.setr_mla_head import SETRMLAHead
+from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
+from segjax.models.heads.dpt_head import DPTHead
 from segjax.models.backbones.mobilenet_v2 import MobileNetV2
 from segjax.models.backbones.mobilenet_v3 import MobileNetV3
 from segjax.models.heads.lraspp_head import LRASPPHead
@@ -57,13 +63,9 @@ from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
 from segjax.models.heads.stdc_head import STDCHead
 from segjax.models.backbones.icnet import ICNet
 from segjax.models.necks.ic_neck import ICNeck
+from segjax.models.necks.featurepyramid import Feature2Pyramid
 from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
 from segjax.models.segmentors.encoder_decoder import EncoderDecoder
-from segjax.models.necks.mla_neck import MLANeck
-from segjax.models.heads.setr_up_head import SETRUPHead
-from segjax.models.heads.setr_mla_head import SETRMLAHead
-from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
-from segjax.models.heads.dpt_head import DPTHead
 from segjax import xla_flags
 from segjax.config import to_plain
 
@@ -73,16 +75,16 @@ BACKBONES = {
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
-    "VisionTransformer": VisionTransformer,
     "ResNeSt": ResNeSt,
+    "VisionTransformer": VisionTransformer,
     "HRNet": HRNet,
     "UNet": UNet,
     "MixVisionTransformer": MixVisionTransformer,
     "SwinTransformer": SwinTransformer,
-    "MobileNetV2": MobileNetV2,
-    "MobileNetV3": MobileNetV3,
     "PCPVT": PCPVT,
     "SVT": SVT,
+    "MobileNetV2": MobileNetV2,
+    "MobileNetV3": MobileNetV3,
     "mmcls.ConvNeXt": convnext.ConvNeXt,
     "mmcls.PoolFormer": PoolFormer,
     "FastSCNN": FastSCNN,
@@ -93,6 +95,8 @@ BACKBONES = {
     "STDCNet": STDCNet,
     "STDCContextPathNet": STDCContextPathNet,
     "ICNet": ICNet,
+    "BEiT": BEiT,
+    "MAE": MAE,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -102,8 +106,13 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id},
 }
-NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck, "ICNeck": ICNeck}
+NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck, "ICNeck": ICNeck,
+         "Feature2Pyramid": Feature2Pyramid}
 HEADS = {
+    "SETRUPHead": SETRUPHead,
+    "SETRMLAHead": SETRMLAHead,
+    "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
+    "DPTHead": DPTHead,
     "FCNHead": FCNHead,
     "PSPHead": PSPHead,
     "ASPPHead": ASPPHead,
@@ -118,6 +127,7 @@ HEADS = {
     "DMHead": DMHead,
     "ISAHead": ISAHead,
     "FPNHead": FPNHead,
+    "SegformerHead": SegformerHead,
     "NLHead": NLHead,
     "GCHead": GCHead,
     "DAHead": DAHead,
@@ -125,12 +135,7 @@ HEADS = {
     "EMAHead": EMAHead,
     "ANNHead": ANNHead,
     "DNLHead": DNLHead,
-    "SegformerHead": SegformerHead,
     "LRASPPHead": LRASPPHead,
-    "SETRUPHead": SETRUPHead,
-    "SETRMLAHead": SETRMLAHead,
-    "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
-    "DPTHead": DPTHead,
     "STDCHead": STDCHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
