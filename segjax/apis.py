@@ -218,9 +218,11 @@ def segmentor_losses(segmentor: Segmentor, images, labels, deterministic: bool =
   """mmseg ``forward_train``: the loss dict with mmseg's keys (``decode.loss_ce``,
   ``decode.acc_seg``, ``aux.loss_ce`` / ``aux_0.``, ...) for NHWC normalised ``images`` and
   (N, H, W) integer ``labels``. BatchNorm runs in training mode (batch statistics); dropout and
-  drop path are off when ``deterministic`` (else drawn from ``rng``). The total, as mmseg's
+  drop path are off when ``deterministic`` (else drawn from ``rng``); random training choices
+  (PointRend's points) are drawn from ``rng`` either way. The total, as mmseg's
   ``_parse_losses``, is ``segjax.losses.parse_losses(result)``."""
-  rngs = {} if deterministic else {"dropout": rng if rng is not None else jax.random.PRNGKey(0)}
+  rng = rng if rng is not None else jax.random.PRNGKey(0)
+  rngs = {"sampling": rng} if deterministic else {"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}
   out, _ = segmentor.model.apply(segmentor.variables, jnp.asarray(images, jnp.float32),
                                  jnp.asarray(labels, jnp.int32), train=True, mode="loss",
                                  mutable=["batch_stats"], rngs=rngs)

@@ -13,6 +13,7 @@ import pytest
 from conftest import ORACLE, require
 from segjax.convert import CheckpointMismatchError, convert_checkpoint, convert_state_dict, load_torch_checkpoint
 from segjax.models import build_segmentor
+from segjax.models.heads.point_head import given_points
 
 pytest.importorskip("torch")
 CASES = sorted(os.path.basename(os.path.dirname(p))
@@ -111,9 +112,11 @@ FLOAT64_RTOL = 1e-9
 
 
 def training_batch(d):
-  """The case's training batch: NHWC float32 images and (N, H, W) labels."""
+  """The case's training batch: NHWC float32 images, (N, H, W) labels, and variables to add for
+  it: PointRend trains on the points mmseg's head sampled at random (``point_coords``)."""
   data = np.load(os.path.join(d, "train_input.npz"))
-  return nhwc(data["img"].astype(np.float32)), data["gt_semantic_seg"][:, 0].astype(np.int32)
+  extra = given_points(data["point_coords"]) if "point_coords" in data else {}
+  return nhwc(data["img"].astype(np.float32)), data["gt_semantic_seg"][:, 0].astype(np.int32), extra
 
 
 def float64_noise_floor(d, model):
@@ -122,17 +125,17 @@ def float64_noise_floor(d, model):
   causes."""
   x = nhwc(np.load(os.path.join(d, "input.npy")))
   variables = convert_checkpoint(os.path.join(d, "model.pth"), model, x.shape)
-  img, labels = training_batch(d)
+  img, labels, extra = training_batch(d)
   with jax.enable_x64(True):
     run64 = jax.jit(functools.partial(outputs_and_training_losses, model), compiler_options=UNOPTIMISED)
     v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
     x64, img64 = x.astype(np.float64), img.astype(np.float64)
-    exact, exact_losses = jax.tree.map(np.asarray, run64(v64, x64, img64, labels))
+    exact, exact_losses = jax.tree.map(np.asarray, run64(v64, x64, img64, labels, extra))
     rng = np.random.default_rng(0)
     noise = {k: 0.0 for k in exact}
     for _ in range(2):
       rounded = x64 * (1 + rng.choice([-1.0, 1.0], x.shape) * 2.0**-24)
-      for k, v in run64(v64, rounded, img64, labels)[0].items():
+      for k, v in run64(v64, rounded, img64, labels, extra)[0].items():
         noise[k] = max(noise[k], float(np.abs(np.asarray(v) - exact[k]).max()))
   return variables, x, exact, exact_losses, noise
 
@@ -142,9 +145,10 @@ def float64_noise_floor(d, model):
 UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def outputs_and_training_losses(model, variables, x, img, labels):
+def outputs_and_training_losses(model, variables, x, img, labels, extra):
   """One program: every eval-mode output of ``x`` and the training loss dict of a batch."""
-  losses, _ = model.apply(variables, img, labels, train=True, mode="loss", mutable=["batch_stats"])
+  losses, _ = model.apply({**variables, **extra}, img, labels, train=True, mode="loss",
+                          mutable=["batch_stats"])
   return outputs(model, variables, x), losses
 
 
@@ -245,7 +249,7 @@ def flippable_pixels(model, variables, img, labels, logit_tolerance):
 
 
 def test_training_losses_match(case):
-  d, model, variables, _, _, tolerance, (img, labels), got, exact = case
+  d, model, variables, _, _, tolerance, (img, labels, _), got, exact = case
   expected = json.load(open(os.path.join(d, "train_loss.json")))
   assert sorted(got) == sorted(expected["losses"])
   valid = max(int((labels != expected["ignore_index"]).sum()), 1)
@@ -254,6 +258,12 @@ def test_training_losses_match(case):
       truth = float(exact[key])
       allowed = max(2 * abs(value - truth), LOSS_RTOL * abs(truth))
       assert abs(float(got[key]) - truth) <= allowed, (key, float(got[key]), value, truth)
+  points = [k for k in expected["losses"] if k.endswith("acc_point")]
+  if points:  # PointRend's accuracy over the given points: at most one point may flip at a tie
+    coords = np.load(os.path.join(d, "train_input.npz"))["point_coords"]
+    for key in points:
+      allowed = 100.0 / (coords.shape[0] * coords.shape[1]) * 1.01
+      assert abs(float(got[key]) - expected["losses"][key]) <= allowed, (key, float(got[key]))
   accuracies = [k for k in expected["losses"] if k.endswith("acc_seg")]
   if any(abs(float(got[k]) - expected["losses"][k]) > 100.0 / valid for k in accuracies):
     # More than one pixel apart: allowed only for pixels whose top-2 logits are within noise.

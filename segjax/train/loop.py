@@ -74,7 +74,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule,
   bf16 copies of the float32 parameters and image (mixed precision); losses (mmseg's
   ``force_fp32``), gradients, the optimizer and BatchNorm statistics stay float32.
   ``deterministic``: no dropout / drop path (BatchNorm still in training mode)."""
-  rngs = {} if deterministic else {"dropout": jax.random.fold_in(state.rng, state.step)}
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  # 'dropout': dropout and drop path; 'sampling': random training choices (PointRend's points).
+  rngs = {"sampling": jax.random.fold_in(step_rng, 1)}
+  if not deterministic:
+    rngs["dropout"] = step_rng
   cast = lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype), tree)
 
   def loss_fn(params):
