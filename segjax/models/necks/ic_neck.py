@@ -32,9 +32,9 @@ class CascadeFeatureFusion(nn.Module):
 class ICNeck(nn.Module):
   """mmseg ``ICNeck``: inputs (sub1 1/8, sub2 1/16, sub4 1/32) -> (x_24 at 1/16, x_12 at 1/8,
   fused at 1/8): the first two for auxiliary heads, the last for the decode head."""
-  # mmseg's ICNeck takes exactly three levels; the registry test's pyramid has four, so the
-  # tiny instance is exercised in tests/test_realtime.py.
+  # mmseg's ICNeck takes exactly three levels: the registry test feeds it strides 8, 16, 32.
   TINY: ClassVar[dict] = dict(in_channels=(16, 32, 64), out_channels=8)
+  TINY_LEVELS: ClassVar[tuple] = (1, 2, 3)
   in_channels: Sequence[int] = (64, 256, 256)
   out_channels: int = 128
   conv_cfg: Any = None
