@@ -103,8 +103,10 @@ BACKBONES = {
 LAYER_DECAY_IDS = {
     "ConvNeXt": {"layer_wise": convnext.layer_id, "stage_wise": convnext.stage_id},
     "mmcls.ConvNeXt": {"layer_wise": convnext.layer_id, "stage_wise": convnext.stage_id},
-    "BEiT": {"layer_wise": beit.layer_id},
-    "MAE": {"layer_wise": beit.layer_id},
+    # mmseg tests 'layer_wise' in decay_type; its LayerDecayOptimizerConstructor sets 'layer_wise_vit'
+    # and its deprecation warning asks for that value with LearningRateDecayOptimizerConstructor.
+    "BEiT": {"layer_wise": beit.layer_id, "layer_wise_vit": beit.layer_id},
+    "MAE": {"layer_wise": beit.layer_id, "layer_wise_vit": beit.layer_id},
 }
 NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck, "ICNeck": ICNeck,
          "Feature2Pyramid": Feature2Pyramid}
