@@ -107,7 +107,9 @@ NOISE_MULTIPLE = 20
 # mmseg's float32 output may be five times as far (it has the same noise, independently drawn).
 FLOAT32_MULTIPLE = 5
 # segjax in float64 against mmseg's float64 logits (logits64.npy): both exact up to float64
-# rounding, so they agree to ~1e-14; 1e-9 (relative to the logits' size) is the oracle's bound.
+# rounding, so they agree to ~1e-14 (transformers) or ~1e-8 where mmseg keeps a float32 constant
+# in its float64 run (APCNet): far below mmseg's float32 error (1e-2 of it), or 1e-9.
+FLOAT64_OF_FLOAT32_ERROR = 1e-2
 FLOAT64_RTOL = 1e-9
 
 
@@ -222,7 +224,9 @@ def test_float64_evaluation_matches(case):
       assert np.abs(value - ref).max() <= tolerance[name], name
   truth = reference(d, "logits64")
   if truth is not None:
-    assert np.abs(exact["logits"] - truth).max() <= FLOAT64_RTOL * max(1.0, np.abs(truth).max())
+    mmseg_error = np.abs(reference(d, "logits") - truth).max()
+    allowed = max(FLOAT64_RTOL * max(1.0, np.abs(truth).max()), FLOAT64_OF_FLOAT32_ERROR * mmseg_error)
+    assert np.abs(exact["logits"] - truth).max() <= allowed
 
 
 # A loss term is a float32 reduction over ~10^4-10^5 pixels of a deep network's output: mmseg's
