@@ -36,6 +36,7 @@ from segjax.models.heads.apc_head import APCHead
 from segjax.models.heads.dm_head import DMHead
 from segjax.models.heads.fpn_head import FPNHead
 from segjax.models.heads.isa_head import ISAHead
+from segjax.models.heads.knet_head import IterativeDecodeHead
 from segjax.models.heads.ann_head import ANNHead
 from segjax.models.heads.cc_head import CCHead
 from segjax.models.heads.da_head import DAHead
@@ -139,6 +140,7 @@ HEADS = {
     "DNLHead": DNLHead,
     "LRASPPHead": LRASPPHead,
     "STDCHead": STDCHead,
+    "IterativeDecodeHead": IterativeDecodeHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
