@@ -143,13 +143,15 @@ class KernelUpdateHead(nn.Module):
   def __call__(self, x, proposal_feat, mask_preds, mask_shape=None, train: bool = False):
     k = self.conv_kernel_size
     n, num_proposals = proposal_feat.shape[:2]
+    if x.shape[-1] != self.in_channels or proposal_feat.shape[-1] != self.in_channels:
+      raise ValueError(f"KernelUpdateHead: in_channels={self.in_channels}, but the features have "
+                       f"{x.shape[-1]} channels and the kernels {proposal_feat.shape[-1]}")
+    if self.out_channels != self.in_channels:
+      raise ValueError(f"KernelUpdateHead: out_channels={self.out_channels} must equal "
+                       f"in_channels={self.in_channels} (the new kernels convolve the features)")
     if self.feat_transform_cfg is not None:
       x = self.feat_transform(x)
     h, w, c = x.shape[1:]
-    if c != self.in_channels or self.out_channels != c:
-      raise ValueError(f"KernelUpdateHead: features of in_channels={self.in_channels} channels and "
-                       f"out_channels == in_channels expected, got {c} channels and out_channels="
-                       f"{self.out_channels}")
     if mask_preds.shape[1:3] != (h, w):
       mask_preds = layers.resize(mask_preds, (h, w), False)
     soft_masks = nn.softmax(mask_preds, axis=-1)
