@@ -26,7 +26,9 @@ from segjax import layers, losses
 class BaseDecodeHead(nn.Module):
   """Every registered head class sets ``TINY``: a small instance of it (keyword arguments) for
   the registry tests, whose inputs are the feature pyramid of tests/test_registry.py (8, 16, 32,
-  64 channels at strides 4, 8, 16, 32); a cascade head also gets a previous stage's logits."""
+  64 channels at strides 4, 8, 16, 32; a class taking other levels declares ``TINY_PYRAMID``,
+  (channels, stride) per level, and ``TINY_CLS_TOKEN`` for ViT-style (map, cls token) pairs);
+  a cascade head also gets a previous stage's logits."""
   TINY: ClassVar[dict] = {}
   in_channels: Any = None  # int, or a sequence for multi-input heads; checked against the input
   channels: int = 512
@@ -78,6 +80,13 @@ class BaseDecodeHead(nn.Module):
     return losses.decode_losses(losses.at_least_float32(seg_logit), labels, self.loss_decode,
                                 ignore_index=self.ignore_index, sampler=self.sampler,
                                 align_corners=self.align_corners)
+
+  @classmethod
+  def prediction_config(cls, config: dict) -> dict:
+    """The config holding this head's prediction settings (``num_classes``, ``out_channels``,
+    ``threshold``, ``align_corners``) for segmentors and inference: its own, unless the head
+    delegates its prediction to another head (K-Net)."""
+    return config
 
   # ------------------------------------------------------------------ building blocks
 

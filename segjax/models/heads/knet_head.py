@@ -254,6 +254,10 @@ class IterativeDecodeHead(BaseDecodeHead):
   def num_outputs(self) -> int:
     return self.generator(parent=None).num_outputs
 
+  @classmethod
+  def prediction_config(cls, config: dict) -> dict:
+    return dict(config["kernel_generate_head"])
+
   @nn.compact
   def __call__(self, inputs, train: bool = False, all_stages: bool | None = None):
     """mmseg's forward: every stage's logits (the kernel generate head's, then each kernel

@@ -118,9 +118,14 @@ class _HeadListMember:
 
 
 def final_decode_head(model_cfg) -> dict:
-  """The head whose logits are the prediction: the decode head, or a cascade's last stage."""
+  """The settings of the prediction (``num_classes``, ``out_channels``, ``threshold``,
+  ``align_corners``): the decode head's config, or a cascade's last stage's, as that head's class
+  reports them (``prediction_config``: K-Net's are its kernel generate head's)."""
+  from segjax.models import HEADS  # the registry imports this module
   head = model_cfg["decode_head"]
-  return dict(head[-1] if isinstance(head, (list, tuple)) else head)
+  head = dict(head[-1] if isinstance(head, (list, tuple)) else head)
+  cls = HEADS.get(head.get("type"))
+  return dict(cls.prediction_config(head)) if cls is not None else head
 
 
 def align_corners(model) -> bool:
