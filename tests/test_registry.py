@@ -19,10 +19,15 @@ PYRAMID = ((8, 4), (16, 8), (32, 16), (64, 32))
 IMAGE = 64
 
 
-def pyramid(seed=0, batch=2):
+def pyramid(cls=None, seed=0, batch=2):
+  """Features for ``cls``: PYRAMID, or the levels the class declares (``TINY_PYRAMID``: (channels,
+  stride) per level), each a (map, cls token) pair when it declares ``TINY_CLS_TOKEN``."""
   rng = np.random.default_rng(seed)
-  return [jnp.asarray(rng.normal(size=(batch, IMAGE // s, IMAGE // s, c)), jnp.float32)
-          for c, s in PYRAMID]
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  feats = [normal(batch, IMAGE // s, IMAGE // s, c) for c, s in getattr(cls, "TINY_PYRAMID", PYRAMID)]
+  if getattr(cls, "TINY_CLS_TOKEN", False):
+    feats = [(f, normal(batch, f.shape[-1])) for f in feats]
+  return feats
 
 
 def without_gradient(grads):
@@ -71,8 +76,7 @@ def test_backbone_forward_and_gradients(name):
 @pytest.mark.parametrize("name", sorted(NECKS))
 def test_neck_forward_and_gradients(name):
   module = build(NECKS, name, "neck")
-  # A neck taking a fixed number of levels (ICNeck: three) names the pyramid levels it takes.
-  feats = [pyramid()[i] for i in getattr(NECKS[name], "TINY_LEVELS", range(len(PYRAMID)))]
+  feats = pyramid(NECKS[name])
   variables = module.init(jax.random.PRNGKey(0), feats)
   assert all(f.shape[0] == 2 for f in module.apply(variables, feats))
 
@@ -88,7 +92,7 @@ def test_head_contract_and_gradients(name):
   """forward_test gives (N, h, w, num_classes) logits; forward_train gives mmseg's loss names
   (every ``loss_decode`` term's name and ``acc_seg``) and a gradient to every parameter."""
   head = build(HEADS, name, "decode_head")
-  feats = pyramid()
+  feats = pyramid(HEADS[name])
   cascade = isinstance(head, BaseCascadeDecodeHead)
   prev = (jnp.asarray(np.random.default_rng(1).normal(size=(2, 16, 16, head.num_classes)), jnp.float32)
           if cascade else None)
@@ -157,3 +161,16 @@ def test_cascade_feeds_each_stage_the_previous_stage_and_prefixes_losses():
 def test_every_registered_head_is_a_decode_head():
   assert all(issubclass(cls, BaseDecodeHead) for cls in HEADS.values())
   assert issubclass(CascadeEncoderDecoder, EncoderDecoder)
+
+
+def test_prediction_settings_come_from_the_head_that_predicts():
+  # The segmentor reads num_classes / align_corners through the head's class: a cascade's last
+  # stage; K-Net's kernel generate head (IterativeDecodeHead has no num_classes of its own).
+  from segjax.models.segmentors.encoder_decoder import final_decode_head
+  generator = dict(HEADS["UPerHead"].TINY, type="UPerHead", num_classes=7, align_corners=True)
+  knet = dict(type="IterativeDecodeHead", num_stages=1, kernel_generate_head=generator,
+              kernel_update_head=())
+  assert final_decode_head({"decode_head": knet})["num_classes"] == 7
+  assert final_decode_head({"decode_head": knet})["align_corners"] is True
+  cascade = (dict(type="FCNHead", num_classes=5), dict(type="OCRHead", num_classes=6))
+  assert final_decode_head({"decode_head": cascade})["num_classes"] == 6

@@ -124,6 +124,9 @@ class DPTHead(BaseDecodeHead):
   TINY: ClassVar[dict] = dict(in_channels=(16, 16, 16, 16), in_index=(0, 1, 2, 3), channels=8,
                               embed_dims=16, post_process_channels=(4, 8, 8, 16), num_classes=3,
                               readout_type="project", norm_cfg=dict(type="BN", requires_grad=True))
+  # A ViT's levels with output_cls_token: (map, cls token) pairs at one resolution.
+  TINY_PYRAMID: ClassVar[tuple] = ((16, 16),) * 4
+  TINY_CLS_TOKEN: ClassVar[bool] = True
   embed_dims: int = 768
   post_process_channels: Sequence[int] = (96, 192, 384, 768)
   readout_type: str = "ignore"

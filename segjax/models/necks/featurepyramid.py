@@ -23,8 +23,8 @@ def max_pool(x, k: int):
 
 class Feature2Pyramid(nn.Module):
   TINY: ClassVar[dict] = dict(embed_dim=8, rescales=(4, 2, 1, 0.5), norm_cfg=dict(type="BN", requires_grad=True))
-  # Every input has embed_dim channels: the registry test feeds the 8-channel level four times.
-  TINY_LEVELS: ClassVar[tuple] = (0, 0, 0, 0)
+  # A ViT's four levels: embed_dim channels each, one resolution.
+  TINY_PYRAMID: ClassVar[tuple] = ((8, 16),) * 4
   embed_dim: int
   rescales: Sequence[float] = (4, 2, 1, 0.5)
   norm_cfg: dict | None = None  # mmseg's default: SyncBN

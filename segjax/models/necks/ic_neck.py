@@ -34,7 +34,7 @@ class ICNeck(nn.Module):
   fused at 1/8): the first two for auxiliary heads, the last for the decode head."""
   # mmseg's ICNeck takes exactly three levels: the registry test feeds it strides 8, 16, 32.
   TINY: ClassVar[dict] = dict(in_channels=(16, 32, 64), out_channels=8)
-  TINY_LEVELS: ClassVar[tuple] = (1, 2, 3)
+  TINY_PYRAMID: ClassVar[tuple] = ((16, 8), (32, 16), (64, 32))
   in_channels: Sequence[int] = (64, 256, 256)
   out_channels: int = 128
   conv_cfg: Any = None

@@ -34,6 +34,8 @@ class MLAModule(nn.Module):
 class MLANeck(nn.Module):
   TINY: ClassVar[dict] = dict(in_channels=(8, 16, 32, 64), out_channels=8,
                               norm_cfg=dict(type="BN", requires_grad=True), act_cfg=dict(type="ReLU"))
+  # It sums its levels: a ViT's, all at one resolution.
+  TINY_PYRAMID: ClassVar[tuple] = ((8, 16), (16, 16), (32, 16), (64, 16))
   in_channels: Sequence[int]
   out_channels: int
   norm_layer: dict = dataclasses.field(default_factory=lambda: dict(SETR_LN))
