@@ -6,88 +6,94 @@ an mmseg config's model section builds here unchanged. Unknown keys are errors t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models.backbones import beit, convnext
-from segjax.models.backbones.beit import BEiT, MAE
-from segjax.models.backbones.hrnet import HRNet
-from segjax.models.backbones.mit import MixVisionTransformer
-from segjax.models.backbones.swin import SwinTransformer
-from segjax.models.backbones.twins import PCPVT, SVT
-from segjax.models.backbones.poolformer import PoolFormer
-from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
-from segjax.models.backbones.unet import UNet
-from segjax.models.backbones.resnest import ResNeSt
-from segjax.models.backbones.vit import VisionTransformer
-from segjax.models.heads.segformer_head import SegformerHead
-from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
-from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
-from segjax.models.heads.ocr_head import OCRHead
-from segjax.models.heads.point_head import PointHead
-from segjax.models.heads.psp import PSPHead
-from segjax.models.heads.uper import UPerHead
-from segjax.models.heads.enc_head import EncHead
-from segjax.models.heads.psa_head import PSAHead
-from segjax.models.heads.apc_head import APCHead
-from segjax.models.heads.dm_head import DMHead
-from segjax.models.heads.fpn_head import FPNHead
-from segjax.models.heads.isa_head import ISAHead
-from segjax.models.heads.knet_head import IterativeDecodeHead
-from segjax.models.heads.ann_head import ANNHead
-from segjax.models.heads.cc_head import CCHead
-from segjax.models.heads.da_head import DAHead
-from segjax.models.heads.dnl_head import DNLHead
-from segjax.models.heads.ema_head import EMAHead
-from segjax.models.heads.gc_head import GCHead
-from segjax.models.heads.nl_head import NLHead
-from segjax.models.necks.fpn import FPN
-from segjax.models.necks.jpu import JPU
-from segjax.models.necks.multilevel_neck import MultiLevelNeck
-from segjax.models.necks.mla_neck import MLANeck
-from segjax.models.heads.setr_up_head import SETRUPHead
-from segjax.models.heads.setr_mla_head import SETRMLAHead
-from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
-from segjax.models.heads.dpt_head import DPTHead
-from segjax.models.backbones.mobilenet_v2 import MobileNetV2
-from segjax.models.backbones.mobilenet_v3 import MobileNetV3
-from segjax.models.heads.lraspp_head import LRASPPHead
-from segjax.models.backbones.fast_scnn import FastSCNN
-from segjax.models.backbones.cgnet import CGNet
-from segjax.models.backbones.erfnet import ERFNet
-from segjax.models.backbones.bisenetv1 import BiSeNetV1
-from segjax.models.backbones.bisenetv2 import BiSeNetV2
-from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
-from segjax.models.heads.stdc_head import STDCHead
-from segjax.models.backbones.icnet import ICNet
-from segjax.models.necks.ic_neck import ICNeck
-from segjax.models.necks.featurepyramid import Feature2Pyramid
-from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
-from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 from segjax import xla_flags
 from segjax.config import to_plain
+from segjax.models.backbones import beit, convnext
+from segjax.models.backbones.beit import BEiT, MAE
+from segjax.models.backbones.bisenetv1 import BiSeNetV1
+from segjax.models.backbones.bisenetv2 import BiSeNetV2
+from segjax.models.backbones.cgnet import CGNet
+from segjax.models.backbones.erfnet import ERFNet
+from segjax.models.backbones.fast_scnn import FastSCNN
+from segjax.models.backbones.hrnet import HRNet
+from segjax.models.backbones.icnet import ICNet
+from segjax.models.backbones.mit import MixVisionTransformer
+from segjax.models.backbones.mobilenet_v2 import MobileNetV2
+from segjax.models.backbones.mobilenet_v3 import MobileNetV3
+from segjax.models.backbones.poolformer import PoolFormer
+from segjax.models.backbones.resnest import ResNeSt
+from segjax.models.backbones.resnet import ResNet, ResNetV1c, ResNetV1d, ResNeXt
+from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
+from segjax.models.backbones.swin import SwinTransformer
+from segjax.models.backbones.twins import PCPVT, SVT
+from segjax.models.backbones.unet import UNet
+from segjax.models.backbones.vit import VisionTransformer
+from segjax.models.heads.ann_head import ANNHead
+from segjax.models.heads.apc_head import APCHead
+from segjax.models.heads.aspp import ASPPHead, DepthwiseSeparableASPPHead
+from segjax.models.heads.cc_head import CCHead
+from segjax.models.heads.da_head import DAHead
+from segjax.models.heads.dm_head import DMHead
+from segjax.models.heads.dnl_head import DNLHead
+from segjax.models.heads.dpt_head import DPTHead
+from segjax.models.heads.ema_head import EMAHead
+from segjax.models.heads.enc_head import EncHead
+from segjax.models.heads.fcn import DepthwiseSeparableFCNHead, FCNHead
+from segjax.models.heads.fpn_head import FPNHead
+from segjax.models.heads.gc_head import GCHead
+from segjax.models.heads.isa_head import ISAHead
+from segjax.models.heads.knet_head import IterativeDecodeHead
+from segjax.models.heads.lraspp_head import LRASPPHead
+from segjax.models.heads.nl_head import NLHead
+from segjax.models.heads.ocr_head import OCRHead
+from segjax.models.heads.point_head import PointHead
+from segjax.models.heads.psa_head import PSAHead
+from segjax.models.heads.psp import PSPHead
+from segjax.models.heads.segformer_head import SegformerHead
+from segjax.models.heads.segmenter_mask_head import SegmenterMaskTransformerHead
+from segjax.models.heads.setr_mla_head import SETRMLAHead
+from segjax.models.heads.setr_up_head import SETRUPHead
+from segjax.models.heads.stdc_head import STDCHead
+from segjax.models.heads.uper import UPerHead
+from segjax.models.necks.featurepyramid import Feature2Pyramid
+from segjax.models.necks.fpn import FPN
+from segjax.models.necks.ic_neck import ICNeck
+from segjax.models.necks.jpu import JPU
+from segjax.models.necks.mla_neck import MLANeck
+from segjax.models.necks.multilevel_neck import MultiLevelNeck
+from segjax.models.segmentors.cascade_encoder_decoder import CascadeEncoderDecoder
+from segjax.models.segmentors.encoder_decoder import EncoderDecoder
 
 BACKBONES = {
+    # ResNet family
     "ResNet": ResNet,
     "ResNetV1b": ResNet,
     "ResNetV1c": ResNetV1c,
     "ResNetV1d": ResNetV1d,
     "ResNeXt": ResNeXt,
     "ResNeSt": ResNeSt,
-    "VisionTransformer": VisionTransformer,
+    # multi-resolution / encoder-decoder
     "HRNet": HRNet,
     "UNet": UNet,
+    # transformers and modern ConvNets
+    "VisionTransformer": VisionTransformer,
+    "BEiT": BEiT,
+    "MAE": MAE,
     "MixVisionTransformer": MixVisionTransformer,
     "SwinTransformer": SwinTransformer,
     "PCPVT": PCPVT,
     "SVT": SVT,
-    "MobileNetV2": MobileNetV2,
-    "MobileNetV3": MobileNetV3,
     "mmcls.ConvNeXt": convnext.ConvNeXt,
     "mmcls.PoolFormer": PoolFormer,
+    # real-time networks
+    "MobileNetV2": MobileNetV2,
+    "MobileNetV3": MobileNetV3,
     "FastSCNN": FastSCNN,
     "CGNet": CGNet,
     "ERFNet": ERFNet,
@@ -96,8 +102,6 @@ BACKBONES = {
     "STDCNet": STDCNet,
     "STDCContextPathNet": STDCContextPathNet,
     "ICNet": ICNet,
-    "BEiT": BEiT,
-    "MAE": MAE,
 }
 # Backbone type -> {decay_type: layer id of a parameter name} for mmseg's
 # LearningRateDecayOptimizerConstructor (mmseg matches 'ConvNeXt', 'BEiT', 'MAE' in the class name).
@@ -109,38 +113,49 @@ LAYER_DECAY_IDS = {
     "BEiT": {"layer_wise": beit.layer_id, "layer_wise_vit": beit.layer_id},
     "MAE": {"layer_wise": beit.layer_id, "layer_wise_vit": beit.layer_id},
 }
-NECKS = {"FPN": FPN, "JPU": JPU, "MultiLevelNeck": MultiLevelNeck, "MLANeck": MLANeck, "ICNeck": ICNeck,
-         "Feature2Pyramid": Feature2Pyramid}
+NECKS = {
+    "FPN": FPN,
+    "JPU": JPU,
+    "ICNeck": ICNeck,
+    "MultiLevelNeck": MultiLevelNeck,
+    "MLANeck": MLANeck,
+    "Feature2Pyramid": Feature2Pyramid,
+}
 HEADS = {
-    "SETRUPHead": SETRUPHead,
-    "SETRMLAHead": SETRMLAHead,
-    "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
-    "DPTHead": DPTHead,
+    # FCN, PSPNet, DeepLabV3(+), UPerNet, Semantic FPN
     "FCNHead": FCNHead,
+    "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "PSPHead": PSPHead,
     "ASPPHead": ASPPHead,
     "DepthwiseSeparableASPPHead": DepthwiseSeparableASPPHead,
-    "DepthwiseSeparableFCNHead": DepthwiseSeparableFCNHead,
     "UPerHead": UPerHead,
-    "EncHead": EncHead,
-    "PSAHead": PSAHead,
-    "OCRHead": OCRHead,
-    "PointHead": PointHead,
-    "APCHead": APCHead,
-    "DMHead": DMHead,
-    "ISAHead": ISAHead,
     "FPNHead": FPNHead,
-    "SegformerHead": SegformerHead,
+    # context heads
     "NLHead": NLHead,
     "GCHead": GCHead,
     "DAHead": DAHead,
     "CCHead": CCHead,
     "EMAHead": EMAHead,
     "ANNHead": ANNHead,
+    "APCHead": APCHead,
+    "DMHead": DMHead,
     "DNLHead": DNLHead,
+    "ISAHead": ISAHead,
+    "EncHead": EncHead,
+    "PSAHead": PSAHead,
+    # cascades and iterative heads
+    "OCRHead": OCRHead,
+    "PointHead": PointHead,
+    "IterativeDecodeHead": IterativeDecodeHead,
+    # transformer heads
+    "SegformerHead": SegformerHead,
+    "SETRUPHead": SETRUPHead,
+    "SETRMLAHead": SETRMLAHead,
+    "SegmenterMaskTransformerHead": SegmenterMaskTransformerHead,
+    "DPTHead": DPTHead,
+    # real-time heads
     "LRASPPHead": LRASPPHead,
     "STDCHead": STDCHead,
-    "IterativeDecodeHead": IterativeDecodeHead,
 }
 SEGMENTORS = {"EncoderDecoder": EncoderDecoder, "CascadeEncoderDecoder": CascadeEncoderDecoder}
 _KINDS = {"backbone": BACKBONES, "neck": NECKS, "decode_head": HEADS, "auxiliary_head": HEADS}
