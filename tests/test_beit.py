@@ -5,7 +5,6 @@ and mmseg's layer-wise lr decay (LayerDecayOptimizerConstructor) on the full-siz
 import ast
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

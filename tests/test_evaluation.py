@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ORACLE, require
+from conftest import ORACLE
 from segjax import evaluation
 
 

@@ -115,7 +115,6 @@ def test_print_config_applies_overrides():
 
 
 def test_export_reloads_and_reproduces_logits(trained, tmp_path):
-  import jax
   import numpy as np
   from jax import export
   from segjax import apis

@@ -159,7 +159,7 @@ def test_bfloat16_step_keeps_float32_state(tiny_dataset):
   for dtype in (jnp.float32, jnp.bfloat16):
     state, step = tiny_step(c, compute_dtype=dtype)
     out[dtype] = jax.jit(step)(state, batch)
-  (s16, logs16), (s32, logs32) = out[jnp.bfloat16], out[jnp.float32]
+  (s16, logs16), (_, logs32) = out[jnp.bfloat16], out[jnp.float32]
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((s16.params, s16.batch_stats)))
   assert float(logs16["loss"]) == pytest.approx(float(logs32["loss"]), rel=0.05)
   assert float(logs16["loss"]) != float(logs32["loss"])  # it really computed in bf16

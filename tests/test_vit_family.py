@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ORACLE, require
 from segjax import layers
 from segjax.models.backbones import vit
 

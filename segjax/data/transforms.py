@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import io
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np

@@ -15,7 +15,6 @@ import types
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from segjax import layers

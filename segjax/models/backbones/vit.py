@@ -10,7 +10,7 @@ kept as PyTorch stores it, so checkpoints need no rule), ``layers/<i>/ffn/layers
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax

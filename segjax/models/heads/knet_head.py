@@ -10,7 +10,7 @@ each with the kernel generate head's ``losses``); inference uses the last stage'
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax

@@ -11,7 +11,6 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax import layers
 from segjax.models.backbones import vit
 from segjax.models.heads.decode_head import BaseDecodeHead
 
