@@ -34,7 +34,7 @@ setup(
         "torch": ["torch==2.13.0"],
         "tools": ["matplotlib>=3.6"],  # tools/analyze_logs.py
         # nbclient/nbformat/ipykernel run experiments/notebooks headless in the tests.
-        "test": ["pytest>=7.0", "torch==2.13.0", "matplotlib>=3.6", "nbclient>=0.7",
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "torch==2.13.0", "matplotlib>=3.6", "nbclient>=0.7",
                  "nbformat>=5.7", "ipykernel>=6.0"],
     },
 )

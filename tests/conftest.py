@@ -43,3 +43,8 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip)
+
+
+def pytest_xdist_auto_num_workers(config):
+  """``-n auto`` (pytest.ini): one worker per CPU, at most 4, since each holds its own JAX runtime."""
+  return max(1, min(os.cpu_count() or 1, 4))
