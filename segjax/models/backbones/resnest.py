@@ -11,10 +11,9 @@ import math
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import jax
 
 from segjax import layers
-from segjax.models.backbones.resnet import BN, DeepStem, Downsample, ResLayer, ResNetV1d
+from segjax.models.backbones.resnet import Downsample, ResNetV1d
 
 
 class SplitAttentionConv2d(nn.Module):
@@ -106,51 +105,12 @@ class ResNeSt(ResNetV1d):
   reduction_factor: int = 4
   avg_down_stride: bool = True
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  def arch(self):
     if self.depth not in STAGE_BLOCKS:
       raise ValueError(f"ResNeSt depth={self.depth} is not one of {sorted(STAGE_BLOCKS)}")
-    layers.check_in_channels(x, self.in_channels, "ResNeSt backbone")
-    norm_cfg = dict(self.norm_cfg or BN)
-    stage_blocks = STAGE_BLOCKS[self.depth][:self.num_stages]
-    bn_train = train and not self.norm_eval
-    frozen = lambda stage: self.frozen_stages >= stage  # stage 0 is the stem
+    return Bottleneck, STAGE_BLOCKS[self.depth]
 
-    if self.deep_stem:
-      x = DeepStem(self.stem_channels, norm_cfg, frozen(0), name="stem")(x, bn_train)
-    else:
-      x = layers.conv2d(self.stem_channels, 7, 2, 3, use_bias=False, name="conv1")(x)
-      x = nn.relu(layers.norm_layer(norm_cfg, name="bn1", frozen=frozen(0))(x, bn_train))
-    x = layers.max_pool_3x3_s2(x)
-    if frozen(0):
-      x = jax.lax.stop_gradient(x)
-
-    outs = []
-    inplanes = self.stem_channels
-    for i, num_blocks in enumerate(stage_blocks):
-      stride, dilation = self.strides[i], self.dilations[i]
-      planes = self.base_channels * 2**i
-      grid = self.multi_grid if i == len(stage_blocks) - 1 else None
-      if grid is None:
-        first = dilation // 2 if dilation > 1 and self.contract_dilation else dilation
-        block_dilations = [first] + [dilation] * (num_blocks - 1)
-      else:
-        block_dilations = list(grid[:num_blocks])
-      downsample = None
-      if stride != 1 or inplanes != planes * Bottleneck.expansion:
-        downsample = (stride, 1) if self.avg_down else (0, stride)
-      block_kwargs = dict(norm_cfg=norm_cfg, frozen=frozen(i + 1), style=self.style, groups=self.groups,
-                          base_width=self.base_width, base_channels=self.base_channels, radix=self.radix,
-                          reduction_factor=self.reduction_factor, avg_down_stride=self.avg_down_stride)
-      layer_cls = ResLayer
-      if self.with_cp if isinstance(self.with_cp, bool) else self.with_cp[i]:
-        policy = getattr(jax.checkpoint_policies, self.cp_policy) if self.cp_policy else None
-        layer_cls = nn.remat(ResLayer, static_argnums=(2,), policy=policy)
-      x = layer_cls(Bottleneck, planes, num_blocks, stride, tuple(block_dilations), downsample,
-                    block_kwargs, name=f"layer{i + 1}")(x, bn_train)
-      inplanes = planes * Bottleneck.expansion
-      if frozen(i + 1):
-        x = jax.lax.stop_gradient(x)
-      if i in self.out_indices:
-        outs.append(x)
-    return outs
+  def block_kwargs(self, block_cls, planes):
+    return dict(style=self.style, groups=self.groups, base_width=self.base_width,
+                base_channels=self.base_channels, radix=self.radix,
+                reduction_factor=self.reduction_factor, avg_down_stride=self.avg_down_stride)

@@ -179,13 +179,27 @@ class ResNet(nn.Module):
   pretrained: Any = None
   init_cfg: Any = None
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  def arch(self) -> tuple[type, Sequence[int]]:
+    """(block class, blocks per stage) of ``depth``; a variant family overrides it."""
     if self.depth not in ARCH_SETTINGS:
       raise ValueError(f"ResNet depth={self.depth} is not one of {sorted(ARCH_SETTINGS)}")
+    return ARCH_SETTINGS[self.depth]
+
+  def block_kwargs(self, block_cls: type, planes: int) -> dict:
+    """A stage's block arguments beyond ``norm_cfg`` and ``frozen``; a variant family adds its own."""
+    if block_cls is not Bottleneck:
+      return {}
+    kwargs = dict(style=self.style)
+    if self.groups != 1:
+      kwargs.update(groups=self.groups,
+                    width=(planes * self.base_width // self.base_channels) * self.groups)
+    return kwargs
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    block_cls, stage_blocks = self.arch()
     layers.check_in_channels(x, self.in_channels, f"{type(self).__name__} backbone")
     norm_cfg = dict(self.norm_cfg or BN)
-    block_cls, stage_blocks = ARCH_SETTINGS[self.depth]
     stage_blocks = stage_blocks[:self.num_stages]
     # norm_eval keeps every BN in eval mode; frozen stages also stop gradients.
     bn_train = train and not self.norm_eval
@@ -209,12 +223,7 @@ class ResNet(nn.Module):
       planes = self.base_channels * 2**i
       grid = self.multi_grid if i == len(stage_blocks) - 1 else None
       first_dilation = dilation // 2 if dilation > 1 and self.contract_dilation else dilation
-      block_kwargs = dict(norm_cfg=norm_cfg, frozen=frozen(i + 1))
-      if block_cls is Bottleneck:
-        block_kwargs["style"] = self.style
-        if self.groups != 1:
-          block_kwargs["groups"] = self.groups
-          block_kwargs["width"] = (planes * self.base_width // self.base_channels) * self.groups
+      block_kwargs = dict(norm_cfg=norm_cfg, frozen=frozen(i + 1), **self.block_kwargs(block_cls, planes))
       if grid is None:
         block_dilations = [first_dilation] + [dilation] * (num_blocks - 1)
       else:
