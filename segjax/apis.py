@@ -29,7 +29,7 @@ from segjax.data.transforms import DataError, LoadImageFromFile, imrescale
 from segjax.config import to_plain
 from segjax.models import build_segmentor, init_variables
 from segjax.models.segmentors import inference
-from segjax.models.segmentors.encoder_decoder import final_decode_head
+from segjax.models.segmentors.encoder_decoder import final_decode_head, training_rngs
 
 DEFAULT_IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 
@@ -221,8 +221,7 @@ def segmentor_losses(segmentor: Segmentor, images, labels, deterministic: bool =
   drop path are off when ``deterministic`` (else drawn from ``rng``); random training choices
   (PointRend's points) are drawn from ``rng`` either way. The total, as mmseg's
   ``_parse_losses``, is ``segjax.losses.parse_losses(result)``."""
-  rng = rng if rng is not None else jax.random.PRNGKey(0)
-  rngs = {"sampling": rng} if deterministic else {"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}
+  rngs = training_rngs(rng if rng is not None else jax.random.PRNGKey(0), deterministic)
   out, _ = segmentor.model.apply(segmentor.variables, jnp.asarray(images, jnp.float32),
                                  jnp.asarray(labels, jnp.int32), train=True, mode="loss",
                                  mutable=["batch_stats"], rngs=rngs)

@@ -21,8 +21,10 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 @functools.lru_cache(maxsize=None)
-def _bilinear_taps(in_size: int, out_size: int, align_corners: bool, real=np.float32):
-  """Source indices and weights of PyTorch's 1-D linear interpolation (upsample_bilinear2d)."""
+def _bilinear_taps(in_size: int, out_size: int, align_corners: bool, real=np.float32,
+                   step: float | None = None):
+  """Source indices and weights of PyTorch's 1-D linear interpolation (upsample_bilinear2d).
+  ``step``: the source distance between output pixels when not in / out (``resize_by_scale``)."""
   # PyTorch computes the scale and source coordinate in the input's opmath type: float32 for
   # float32 (and half) input, double for float64; so do we, to get the same taps to the last bit.
   dst = np.arange(out_size, dtype=real)
@@ -30,7 +32,7 @@ def _bilinear_taps(in_size: int, out_size: int, align_corners: bool, real=np.flo
     scale = real(in_size - 1) / real(out_size - 1) if out_size > 1 else real(0)
     src = scale * dst
   else:
-    scale = real(in_size) / real(out_size)
+    scale = real(in_size) / real(out_size) if step is None else real(step)
     src = np.maximum(scale * (dst + real(0.5)) - real(0.5), real(0))
   i0 = np.minimum(src.astype(np.int64), in_size - 1)
   i1 = np.minimum(i0 + 1, in_size - 1)
@@ -42,11 +44,12 @@ def _tap_type(dtype):
   return np.float64 if dtype == jnp.float64 else np.float32
 
 
-def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool) -> jax.Array:
+def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool,
+                 step: float | None = None) -> jax.Array:
   in_size = x.shape[axis]
-  if in_size == out_size:
+  if in_size == out_size and step is None:
     return x
-  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners, _tap_type(x.dtype))
+  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners, _tap_type(x.dtype), step)
   shape = [1] * x.ndim
   shape[axis] = out_size
   w0 = jnp.asarray(w0, x.dtype).reshape(shape)
@@ -563,23 +566,37 @@ def layer_norm_epsilon(norm_cfg: dict | None, default: float = 1e-5) -> float:
   return norm_cfg.get("eps", default)
 
 
-def drop_path(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
-  """mmcv ``DropPath``: zero whole samples with probability ``rate`` and scale the kept ones by
-  1 / (1 - rate). Active only in training mode with a ``'dropout'`` rng, like dropout."""
-  if rate == 0.0 or not train or not module.has_rng("dropout"):
+def stochastic(module: nn.Module, train: bool) -> bool:
+  """Whether dropout-like layers (dropout, drop path, attention dropout) are active: in training
+  mode with a ``'dropout'`` rng. Without one a training-mode forward is deterministic, with
+  BatchNorm still on batch statistics (``apis.segmentor_losses(deterministic=True)``)."""
+  return train and module.has_rng("dropout")
+
+
+def _drop(module: nn.Module, x: jax.Array, rate: float, train: bool, mask_shape) -> jax.Array:
+  """Zero entries of a ``mask_shape`` mask (broadcast over ``x``) with probability ``rate`` and
+  scale the kept ones by 1 / (1 - rate), when ``stochastic``."""
+  if rate == 0.0 or not stochastic(module, train):
     return x
   keep = 1.0 - rate
-  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, mask_shape)
   return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def drop_path(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
+  """mmcv ``DropPath``: zero whole samples with probability ``rate``."""
+  return _drop(module, x, rate, train, (x.shape[0],) + (1,) * (x.ndim - 1))
 
 
 def dropout(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
-  """``nn.Dropout(rate)``, active only in training mode with a ``'dropout'`` rng."""
-  if rate == 0.0 or not train or not module.has_rng("dropout"):
-    return x
-  keep = 1.0 - rate
-  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
-  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+  """``nn.Dropout(rate)``."""
+  return _drop(module, x, rate, train, x.shape)
+
+
+def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+  """mmseg's stochastic depth decay rule, one rate per layer: ``torch.linspace(0, drop_path_rate,
+  num_layers)`` (float32)."""
+  return [float(r) for r in np.linspace(0.0, drop_path_rate, num_layers, dtype=np.float32)]
 
 
 def multi_head_attention(module: nn.Module, q, k, v, bias=None, attn_drop: float = 0.0,
@@ -590,7 +607,7 @@ def multi_head_attention(module: nn.Module, q, k, v, bias=None, attn_drop: float
   otherwise ``jax.nn.dot_product_attention``, except for float64 input, whose softmax it would
   round to float32."""
   scale = q.shape[-1] ** -0.5 if scale is None else scale
-  no_dropout = attn_drop == 0.0 or not train or not module.has_rng("dropout")
+  no_dropout = attn_drop == 0.0 or not stochastic(module, train)
   if no_dropout and q.dtype != jnp.float64:
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
   logits = jnp.einsum("nqhd,nkhd->nhqk", q * scale, k)
@@ -694,18 +711,8 @@ def resize_by_scale(x: jax.Array, scale_factor, align_corners: bool = False) -> 
   for axis, s in zip((1, 2), factors):
     in_size = x.shape[axis]
     out_size = int(math.floor(in_size * float(s)))
-    if align_corners or out_size == in_size * s:  # then 1/s == in/out: resize's taps
-      x = _resize_axis(x, axis, out_size, align_corners)
-      continue
-    real = _tap_type(x.dtype)
-    src = np.maximum(real(1.0 / float(s)) * (np.arange(out_size, dtype=real) + real(0.5)) - real(0.5), real(0))
-    i0 = np.minimum(src.astype(np.int64), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    w1 = np.clip(src - i0.astype(real), 0, 1).astype(real)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    x = (jnp.take(x, i0, axis=axis) * jnp.asarray(1 - w1, x.dtype).reshape(shape)
-         + jnp.take(x, i1, axis=axis) * jnp.asarray(w1, x.dtype).reshape(shape))
+    whole = align_corners or out_size == in_size * s  # then 1/s == in/out: resize's taps
+    x = _resize_axis(x, axis, out_size, align_corners, None if whole else 1.0 / float(s))
   return x
 
 

@@ -262,9 +262,8 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
   """The inverse of ``convert_state_dict`` without rules: Flax variables as an mmseg
   ``state_dict`` ((*window, I, O) -> (O, I, *window), ``scale`` -> ``weight``, BatchNorm
   ``mean/var`` -> ``running_mean/var``), e.g. to hand segjax weights to PyTorch code."""
-  leaves = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-            ("params", "embedding"): "weight", ("params", "bias"): "bias",
-            ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+  leaves = {flax_leaf: torch_leaf for torch_leaf, flax_leaves in _LEAVES.items()
+            for flax_leaf in flax_leaves}
   out = {}
   flat = traverse_util.flatten_dict(dict(variables))
   param_leaves = {}  # module path -> its parameter names

@@ -35,7 +35,7 @@ from segjax.data import check, loader
 from segjax.data.transforms import DataError
 from segjax.config import to_plain, validate
 from segjax.models import build_segmentor, init_compiler_options, init_variables
-from segjax.models.segmentors.encoder_decoder import final_decode_head
+from segjax.models.segmentors.encoder_decoder import final_decode_head, training_rngs
 from segjax.models.segmentors.inference import binary_threshold, inference_logits, predict
 from segjax.layers import resize
 from segjax.train import checkpoint, optim, workdir as workdir_lib
@@ -74,11 +74,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule,
   bf16 copies of the float32 parameters and image (mixed precision); losses (mmseg's
   ``force_fp32``), gradients, the optimizer and BatchNorm statistics stay float32.
   ``deterministic``: no dropout / drop path (BatchNorm still in training mode)."""
-  step_rng = jax.random.fold_in(state.rng, state.step)
-  # 'dropout': dropout and drop path; 'sampling': random training choices (PointRend's points).
-  rngs = {"sampling": jax.random.fold_in(step_rng, 1)}
-  if not deterministic:
-    rngs["dropout"] = step_rng
+  rngs = training_rngs(jax.random.fold_in(state.rng, state.step), deterministic)
   cast = lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype), tree)
 
   def loss_fn(params):

@@ -23,7 +23,7 @@ import numpy as np
 
 from segjax import layers
 from segjax.convert import CheckpointRules
-from segjax.models.backbones.vit import LayerStack, drop_path_rates, layer_norm, out_index_list, pair
+from segjax.models.backbones.vit import LayerStack, layer_norm, out_index_list, pair
 
 
 def relative_position_index(window: tuple[int, int]) -> np.ndarray:
@@ -172,7 +172,7 @@ class BEiTBase(nn.Module):
       tokens = tokens + pos_embed.astype(tokens.dtype)
 
     table_init = nn.initializers.zeros if self.ZERO_TABLES else layers.linear_init
-    rates = drop_path_rates(self.drop_path_rate, self.num_layers)
+    rates = layers.drop_path_rates(self.drop_path_rate, self.num_layers)
     build = lambda i, name: BEiTTransformerEncoderLayer(
         c, self.num_heads, int(self.mlp_ratio * c), rates[i], self.num_fcs, self.qkv_bias(),
         self.act_cfg, self.norm_cfg, window, self.init_values, table_init, name=name)

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from segjax import layers
-from segjax.models.backbones.mit import stochastic_depth_rates
 
 ARCH_SETTINGS = {
     "tiny": {"depths": (3, 3, 9, 3), "channels": (96, 192, 384, 768)},
@@ -104,7 +103,7 @@ class ConvNeXt(nn.Module):
     out_indices = [i + 4 if i < 0 else i for i in out_indices]  # mmcls adds 4 whatever the depth
     layers.check_in_channels(x, self.in_channels, "ConvNeXt backbone")
     norm_eps = _norm_eps(self.norm_cfg or LN2D)
-    rates = stochastic_depth_rates(self.drop_path_rate, depths)
+    rates = layers.drop_path_rates(self.drop_path_rate, sum(depths))
     downsample_layers = layers.NamedChildren(name="downsample_layers")
     stages = layers.NamedChildren(name="stages")
     block_cls = nn.remat(ConvNeXtBlock, static_argnums=(2,)) if self.with_cp else ConvNeXtBlock

@@ -60,8 +60,7 @@ class NonBottleneck1d(nn.Module):
       if pair == 0:
         out = nn.relu(out)
       elif self.drop_rate > 0:
-        stochastic = train and self.has_rng("dropout")
-        out = nn.Dropout(self.drop_rate, deterministic=not stochastic)(out)
+        out = nn.Dropout(self.drop_rate, deterministic=not layers.stochastic(self, train))(out)
       index += 5
     return nn.relu(out + x)
 

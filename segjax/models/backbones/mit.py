@@ -14,16 +14,10 @@ import functools
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
-import numpy as np
 
 from segjax import layers
 
 GELU = {"type": "GELU"}
-
-
-def stochastic_depth_rates(drop_path_rate: float, depths: Sequence[int]) -> list[float]:
-  """mmseg's ``torch.linspace(0, drop_path_rate, sum(depths))`` (float32), one rate per block."""
-  return [float(r) for r in np.linspace(0, drop_path_rate, sum(depths), dtype=np.float32)]
 
 
 class EfficientMultiheadAttention(nn.Module):
@@ -154,7 +148,7 @@ class MixVisionTransformer(nn.Module):
                        f"num_stages={self.num_stages}")
     layers.check_in_channels(x, self.in_channels, "MixVisionTransformer backbone")
     norm_eps = layers.layer_norm_epsilon(self.norm_cfg or {"type": "LN", "eps": 1e-6})
-    rates = stochastic_depth_rates(self.drop_path_rate, self.num_layers)
+    rates = layers.drop_path_rates(self.drop_path_rate, sum(self.num_layers))
     stages = layers.NamedChildren(name="layers")
     outs, first = [], 0
     for i, depth in enumerate(self.num_layers):

@@ -20,7 +20,6 @@ import numpy as np
 
 from segjax import layers
 from segjax.convert import CheckpointRules
-from segjax.models.backbones.mit import stochastic_depth_rates
 
 
 @functools.lru_cache(maxsize=None)
@@ -256,7 +255,7 @@ class SwinTransformer(nn.Module):
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
 
-    rates = stochastic_depth_rates(self.drop_path_rate, self.depths)
+    rates = layers.drop_path_rates(self.drop_path_rate, sum(self.depths))
     stages = layers.NamedChildren(name="stages")
     block_cls = nn.remat(SwinBlockSequence, static_argnums=(2,)) if self.with_cp else SwinBlockSequence
     outs, channels, first = [], self.embed_dims, 0

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import layers
-from segjax.models.backbones.mit import EfficientMultiheadAttention, stochastic_depth_rates
+from segjax.models.backbones.mit import EfficientMultiheadAttention
 
 # mmseg builds every encoder layer with LayerNorm(eps=1e-5) and GELU whatever the backbone's
 # norm_cfg (which only reaches the patch embeddings and norm_list).
@@ -180,7 +180,7 @@ class PCPVT(nn.Module):
       raise ValueError(f"{name}: {short} must have an entry for each of the {num_stages} stages (depths)")
     layers.check_in_channels(x, self.in_channels, f"{name} backbone")
     norm_eps = layers.layer_norm_epsilon(self.norm_cfg)
-    rates = stochastic_depth_rates(self.drop_path_rate, self.depths)
+    rates = layers.drop_path_rates(self.drop_path_rate, sum(self.depths))
     patch_embeds = layers.NamedChildren(name="patch_embeds")
     position_encodings = layers.NamedChildren(name="position_encodings")
     stage_layers = layers.NamedChildren(name="layers")

@@ -134,11 +134,6 @@ def out_index_list(out_indices, num_layers: int) -> tuple[int, ...]:
   raise TypeError(f"out_indices={out_indices!r} must be an int, list or tuple")
 
 
-def drop_path_rates(rate: float, num_layers: int) -> list[float]:
-  """mmseg's stochastic depth decay rule: ``torch.linspace(0, rate, num_layers)`` per layer."""
-  return [float(r) for r in np.linspace(0.0, rate, num_layers, dtype=np.float32)]
-
-
 # How each release names a VisionTransformer's weights.
 CHECKPOINT_RULES = {
     # mmseg's checkpoints; a position table of another image size is resized bicubically to the
@@ -212,7 +207,7 @@ class VisionTransformer(nn.Module):
       tokens = tokens[:, 1:]
 
     layer_cls = nn.remat(TransformerEncoderLayer, static_argnums=(2,)) if self.with_cp else TransformerEncoderLayer
-    rates = drop_path_rates(self.drop_path_rate, self.num_layers)
+    rates = layers.drop_path_rates(self.drop_path_rate, self.num_layers)
     build = lambda i, name: layer_cls(c, self.num_heads, int(self.mlp_ratio * c), self.drop_rate,
                                       self.attn_drop_rate, rates[i], self.num_fcs, self.qkv_bias,
                                       self.act_cfg, self.norm_cfg, name=name)

@@ -121,8 +121,8 @@ class BaseDecodeHead(nn.Module):
                              dilation=dilation, norm_cfg=self.norm_cfg, act_cfg=self.act)
 
   def stochastic(self, train: bool) -> bool:
-    """Whether dropout-like layers are active: training mode with a ``'dropout'`` rng."""
-    return train and self.has_rng("dropout")
+    """Whether dropout-like layers are active (``layers.stochastic``)."""
+    return layers.stochastic(self, train)
 
   def cls_seg(self, x, train: bool):
     """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01)."""

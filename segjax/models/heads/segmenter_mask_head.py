@@ -11,6 +11,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax import layers
 from segjax.models.backbones import vit
 from segjax.models.heads.decode_head import BaseDecodeHead
 
@@ -44,7 +45,7 @@ class SegmenterMaskTransformerHead(BaseDecodeHead):
     tokens = vit.dense(e, "dec_proj")(x.reshape(batch, h * w, c))
     cls_emb = self.param("cls_emb", nn.initializers.truncated_normal(self.init_std), (1, k, e), jnp.float32)
     tokens = jnp.concatenate([tokens, jnp.broadcast_to(cls_emb.astype(tokens.dtype), (batch, k, e))], 1)
-    rates = vit.drop_path_rates(self.drop_path_rate, self.num_layers)
+    rates = layers.drop_path_rates(self.drop_path_rate, self.num_layers)
     build = lambda i, name: vit.TransformerEncoderLayer(
         e, self.num_heads, int(self.mlp_ratio * e), self.drop_rate, self.attn_drop_rate, rates[i],
         self.num_fcs, self.qkv_bias, self.act_cfg, self.norm_cfg, name=name)

@@ -117,6 +117,15 @@ class _HeadListMember:
     return functools.partial(self._heads, self._index, method)
 
 
+def training_rngs(rng: jax.Array, deterministic: bool) -> dict:
+  """The rng streams of a training-mode forward: ``'sampling'`` for random training choices
+  (PointRend's points) and, unless ``deterministic``, ``'dropout'`` for dropout and drop path."""
+  rngs = {"sampling": jax.random.fold_in(rng, 1)}
+  if not deterministic:
+    rngs["dropout"] = rng
+  return rngs
+
+
 def final_decode_head(model_cfg) -> dict:
   """The settings of the prediction (``num_classes``, ``out_channels``, ``threshold``,
   ``align_corners``): the decode head's config, or a cascade's last stage's, as that head's class
