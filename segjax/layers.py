@@ -389,10 +389,12 @@ def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
   if kind in ("BN", "SyncBN"):
     bn = BatchNorm(momentum=norm_cfg.get("momentum", 0.1), epsilon=eps, name=name)
     return lambda x, train: bn(x, use_running_average=(not train) or frozen)
+  # PyTorch's variance (mean of squared deviations), not flax's default E[x^2] - E[x]^2.
   if kind == "GN":
-    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, name=name)
+    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, use_fast_variance=False,
+                      name=name)
     return lambda x, train: gn(x)
-  ln = nn.LayerNorm(epsilon=eps, name=name)
+  ln = LayerNorm(eps, name=name)
   return lambda x, train: ln(x)
 
 

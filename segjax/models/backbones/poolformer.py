@@ -33,11 +33,10 @@ GN1 = {"type": "GN", "num_groups": 1}
 
 
 def group_norm(norm_cfg: dict, name: str):
-  """mmcv's GroupNorm of ``norm_cfg`` with PyTorch's variance (mean of squared deviations)."""
-  if norm_cfg.get("type") != "GN" or set(norm_cfg) - {"type", "num_groups", "eps", "requires_grad"}:
+  """mmcv's GroupNorm of ``norm_cfg`` (``layers.norm_layer``: PyTorch's variance)."""
+  if norm_cfg.get("type") != "GN":
     raise ValueError(f"PoolFormer: norm_cfg={norm_cfg}; expected dict(type='GN', num_groups=...)")
-  return nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=norm_cfg.get("eps", 1e-5),
-                      use_fast_variance=False, name=name)
+  return layers.norm_layer(norm_cfg, name)
 
 
 def avg_pool_exclude_pad(x: jax.Array, size: int) -> jax.Array:
@@ -79,10 +78,10 @@ class PoolFormerBlock(nn.Module):
     scale_init = nn.initializers.constant(self.layer_scale_init_value)
     scale1 = self.param("layer_scale_1", scale_init, (self.dim,), jnp.float32).astype(x.dtype)
     scale2 = self.param("layer_scale_2", scale_init, (self.dim,), jnp.float32).astype(x.dtype)
-    y = group_norm(norm_cfg, "norm1")(x)
+    y = group_norm(norm_cfg, "norm1")(x, train)
     x = x + layers.drop_path(self, scale1 * (avg_pool_exclude_pad(y, self.pool_size) - y), self.drop_path, train)
     y = Mlp(int(self.dim * self.mlp_ratio), self.act_cfg, self.drop, name="mlp")(
-        group_norm(norm_cfg, "norm2")(x), train)
+        group_norm(norm_cfg, "norm2")(x, train), train)
     return x + layers.drop_path(self, scale2 * y, self.drop_path, train)
 
 
@@ -160,6 +159,6 @@ class PoolFormer(nn.Module):
       if frozen:
         x = jax.lax.stop_gradient(x)
       if k in out_indices:
-        out = group_norm(norm_cfg, f"norm{k}")(x)
+        out = group_norm(norm_cfg, f"norm{k}")(x, train)
         outs.append(jax.lax.stop_gradient(out) if frozen else out)
     return outs
