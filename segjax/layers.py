@@ -557,6 +557,11 @@ class LayerNorm(nn.Module):
     return y.astype(x.dtype)
 
 
+def layer_norm(norm_cfg: dict | None, name: str) -> LayerNorm:
+  """mmcv ``build_norm_layer`` of an (LN) ``norm_cfg`` on token features (eps 1e-5 if unset)."""
+  return LayerNorm(layer_norm_epsilon(norm_cfg), name=name)
+
+
 def layer_norm_epsilon(norm_cfg: dict | None, default: float = 1e-5) -> float:
   """``eps`` of an mmcv ``norm_cfg`` that must be a LayerNorm (``type='LN'``)."""
   norm_cfg = norm_cfg or {"type": "LN"}

@@ -23,7 +23,7 @@ import numpy as np
 
 from segjax import layers
 from segjax.convert import CheckpointRules
-from segjax.models.backbones.vit import LayerStack, layer_norm, out_index_list, pair
+from segjax.models.backbones.vit import LayerStack, out_index_list, pair
 
 
 def relative_position_index(window: tuple[int, int]) -> np.ndarray:
@@ -102,10 +102,10 @@ class BEiTTransformerEncoderLayer(nn.Module):
     gamma_1 = self.param("gamma_1", nn.initializers.constant(self.init_values), (c,), jnp.float32)
     gamma_2 = self.param("gamma_2", nn.initializers.constant(self.init_values), (c,), jnp.float32)
     attn = BEiTAttention(c, self.num_heads, self.window_size, self.bias, self.table_init, name="attn")
-    x = x + layers.drop_path(self, gamma_1.astype(x.dtype) * attn(layer_norm(self.norm_cfg, "ln1")(x)),
+    x = x + layers.drop_path(self, gamma_1.astype(x.dtype) * attn(layers.layer_norm(self.norm_cfg, "ln1")(x)),
                              self.drop_path_rate, train)
     ffn = layers.FFN(c, self.feedforward_channels, self.num_fcs, self.act_cfg, add_identity=False, name="ffn")
-    return x + layers.drop_path(self, gamma_2.astype(x.dtype) * ffn(layer_norm(self.norm_cfg, "ln2")(x), train=train),
+    return x + layers.drop_path(self, gamma_2.astype(x.dtype) * ffn(layers.layer_norm(self.norm_cfg, "ln2")(x), train=train),
                                 self.drop_path_rate, train)
 
 
@@ -178,7 +178,7 @@ class BEiTBase(nn.Module):
         self.act_cfg, self.norm_cfg, window, self.init_values, table_init, name=name)
     per_layer = LayerStack(self.num_layers, build, name="layers")(tokens, train)
     if self.final_norm:
-      per_layer[-1] = layer_norm(self.norm_cfg, "ln1")(per_layer[-1])
+      per_layer[-1] = layers.layer_norm(self.norm_cfg, "ln1")(per_layer[-1])
     return [per_layer[i][:, 1:].reshape(batch, hw[0], hw[1], c)
             for i in range(self.num_layers) if i in out_indices]
 

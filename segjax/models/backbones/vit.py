@@ -20,11 +20,6 @@ import numpy as np
 from segjax import layers
 from segjax.convert import CheckpointRules, cubic_resize_matrix, resize_pos_embed_to_target
 
-def layer_norm(norm_cfg: dict | None, name: str) -> layers.LayerNorm:
-  """mmcv ``build_norm_layer`` of the (LN) ``norm_cfg`` on token features."""
-  return layers.LayerNorm(layers.layer_norm_epsilon(norm_cfg), name=name)
-
-
 def dense(features: int, name: str, use_bias: bool = True):
   return nn.Dense(features, use_bias=use_bias, kernel_init=layers.linear_init, name=name)
 
@@ -80,10 +75,10 @@ class TransformerEncoderLayer(nn.Module):
   def __call__(self, x, train: bool = False):
     x = MultiheadAttention(self.embed_dims, self.num_heads, self.attn_drop_rate, self.drop_rate,
                            bias=self.qkv_bias, name="attn")(
-                               layer_norm(self.norm_cfg, "ln1")(x), x, train)
+                               layers.layer_norm(self.norm_cfg, "ln1")(x), x, train)
     return layers.FFN(self.embed_dims, self.feedforward_channels, self.num_fcs, self.act_cfg,
                self.drop_rate, self.drop_path_rate, name="ffn")(
-                   layer_norm(self.norm_cfg, "ln2")(x), x, train)
+                   layers.layer_norm(self.norm_cfg, "ln2")(x), x, train)
 
 
 def linear_resize_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
@@ -213,7 +208,7 @@ class VisionTransformer(nn.Module):
                                       self.act_cfg, self.norm_cfg, name=name)
     per_layer = LayerStack(self.num_layers, build, name="layers")(tokens, train)
     if self.final_norm:
-      per_layer[-1] = layer_norm(self.norm_cfg, "ln1")(per_layer[-1])
+      per_layer[-1] = layers.layer_norm(self.norm_cfg, "ln1")(per_layer[-1])
     outs = []
     for i in range(self.num_layers):  # mmseg's order: by depth, whatever out_indices' order
       if i not in out_indices:

@@ -28,10 +28,6 @@ def linear(features: int, name: str, use_bias: bool = True) -> nn.Dense:
   return nn.Dense(features, use_bias=use_bias, kernel_init=xavier, name=name)
 
 
-def layer_norm(norm_cfg: dict | None, name: str) -> layers.LayerNorm:
-  return layers.LayerNorm(layers.layer_norm_epsilon(norm_cfg), name=name)
-
-
 def config_type(cfg: dict, available: dict, where: str) -> tuple[type, dict]:
   """The class ``cfg['type']`` names among ``available`` and the rest of ``cfg``."""
   cfg = dict(cfg)
@@ -61,7 +57,7 @@ class KernelUpdator(nn.Module):
     feat = self.feat_channels
     out_channels = self.out_channels or self.in_channels
     act = layers.activation(self.act_cfg or layers.RELU)
-    norm = functools.partial(layer_norm, self.norm_cfg)
+    norm = functools.partial(layers.layer_norm, self.norm_cfg)
     if update_feature.size % self.in_channels:
       raise ValueError(f"KernelUpdator: in_channels={self.in_channels} must divide the assembled "
                        f"features' channels, got shape {update_feature.shape}")
@@ -165,19 +161,19 @@ class KernelUpdateHead(nn.Module):
     # sequence-first layout; segjax's is batch first).
     obj_feat = obj_feat.reshape(n, num_proposals, -1)
     attention = MultiheadAttention(self.in_channels * k**2, self.num_heads, self.dropout, name="attention")
-    obj_feat = layer_norm(None, "attention_norm")(attention(obj_feat, obj_feat, train))
+    obj_feat = layers.layer_norm(None, "attention_norm")(attention(obj_feat, obj_feat, train))
     obj_feat = obj_feat.reshape(n, num_proposals, -1, self.in_channels)
     if self.with_ffn:
       ffn = layers.FFN(self.in_channels, self.feedforward_channels, self.num_ffn_fcs,
                        self.ffn_act_cfg or layers.RELU, self.dropout, name="ffn")
-      obj_feat = layer_norm(None, "ffn_norm")(ffn(obj_feat, train=train))
+      obj_feat = layers.layer_norm(None, "ffn_norm")(ffn(obj_feat, train=train))
 
     mask_feat = obj_feat
     mask_fcs = layers.NamedChildren(name="mask_fcs")
     act = layers.activation(self.act_cfg or layers.RELU)
     for i in range(self.num_mask_fcs):
       mask_feat = mask_fcs(3 * i, functools.partial(linear, self.in_channels, use_bias=False), mask_feat)
-      mask_feat = mask_fcs(3 * i + 1, functools.partial(layer_norm, None), mask_feat)
+      mask_feat = mask_fcs(3 * i + 1, functools.partial(layers.layer_norm, None), mask_feat)
       mask_feat = act(mask_feat)  # 3 * i + 2: the activation, no parameters
     fc_mask_init = nn.initializers.normal(0.01) if self.kernel_init else xavier
     mask_feat = nn.Dense(self.out_channels, kernel_init=fc_mask_init, name="fc_mask")(mask_feat)

@@ -50,9 +50,9 @@ class SegmenterMaskTransformerHead(BaseDecodeHead):
         e, self.num_heads, int(self.mlp_ratio * e), self.drop_rate, self.attn_drop_rate, rates[i],
         self.num_fcs, self.qkv_bias, self.act_cfg, self.norm_cfg, name=name)
     tokens = vit.LayerStack(self.num_layers, build, name="layers")(tokens, train)[-1]
-    tokens = vit.layer_norm(self.norm_cfg, "decoder_norm")(tokens)
+    tokens = layers.layer_norm(self.norm_cfg, "decoder_norm")(tokens)
     patches = l2_normalize(vit.dense(e, "patch_proj", use_bias=False)(tokens[:, :-k]))
     classes = l2_normalize(vit.dense(e, "classes_proj", use_bias=False)(tokens[:, -k:]))
     masks = jnp.einsum("bpe,bke->bpk", patches, classes)
-    masks = vit.layer_norm(self.norm_cfg, "mask_norm")(masks)
+    masks = layers.layer_norm(self.norm_cfg, "mask_norm")(masks)
     return masks.reshape(batch, h, w, k)
