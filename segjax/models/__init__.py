@@ -172,7 +172,8 @@ def module_kwargs(cls: type, cfg: Mapping, where: str) -> dict:
   return kwargs
 
 
-def _lookup(table: Mapping[str, type], cfg: Mapping, where: str) -> type:
+def lookup(table: Mapping[str, type], cfg: Mapping, where: str) -> type:
+  """The class ``cfg['type']`` names in ``table``; errors name ``where`` and what is available."""
   if "type" not in cfg:
     raise ValueError(f"{where}: config has no 'type' key")
   if cfg["type"] not in table:
@@ -183,7 +184,7 @@ def _lookup(table: Mapping[str, type], cfg: Mapping, where: str) -> type:
 def build_module(cfg: Mapping, kind: str) -> type:
   """Return a constructor ``(name=...) -> module`` for a backbone/neck/head config."""
   table = _KINDS[kind.split("[")[0]]
-  cls = _lookup(table, cfg, kind)
+  cls = lookup(table, cfg, kind)
   kwargs = module_kwargs(cls, cfg, kind)
   return lambda name: cls(name=name, **kwargs)
 
@@ -191,7 +192,7 @@ def build_module(cfg: Mapping, kind: str) -> type:
 def build_segmentor(model_cfg) -> nn.Module:
   """Build the segmentor of an mmseg-style ``model`` config (ConfigDict or dict)."""
   cfg = to_plain(model_cfg)
-  cls = _lookup(SEGMENTORS, cfg, "model")
+  cls = lookup(SEGMENTORS, cfg, "model")
   ignored = {"pretrained", "init_cfg"}  # read by the trainer
   kwargs = module_kwargs(cls, {k: v for k, v in cfg.items() if k not in ignored}, "model")
   kwargs.pop("build", None)

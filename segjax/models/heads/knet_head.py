@@ -29,12 +29,9 @@ def linear(features: int, name: str, use_bias: bool = True) -> nn.Dense:
 
 
 def config_type(cfg: dict, available: dict, where: str) -> tuple[type, dict]:
-  """The class ``cfg['type']`` names among ``available`` and the rest of ``cfg``."""
-  cfg = dict(cfg)
-  kind = cfg.pop("type", None)
-  if kind not in available:
-    raise ValueError(f"{where}.type={kind!r} is not available; expected one of {sorted(available)}")
-  return available[kind], cfg
+  """The class ``cfg['type']`` names among ``available`` (``models.lookup``) and the rest of ``cfg``."""
+  from segjax.models import lookup  # the registry imports this module
+  return lookup(available, cfg, where), {k: v for k, v in cfg.items() if k != "type"}
 
 
 class KernelUpdator(nn.Module):
