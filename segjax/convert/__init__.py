@@ -52,10 +52,19 @@ class CheckpointRules:
     ``target_shape(key)`` is the model's shape (Flax layout) of the parameter ``key`` maps to, or
     None. Transforms see numpy arrays, or abstract values when only shapes are checked, so they
     use array methods and ``jnp`` functions.
+  - ``concat``: ``(regex, partner)`` pairs: a key matching ``regex`` (before skipping and
+    renaming) is concatenated along the first dimension with the key ``re.sub(regex, partner,
+    key)``, which is consumed (SegFormer's separate ``attn.q`` and ``attn.kv`` -> the fused
+    in-projection).
+  - ``keep_initial``: regexes (``re.search``) of the model's modules (dotted path, e.g. ``norm0``)
+    whose parameters the release does not hold: they keep ``target``'s value, the model's
+    initialisation, as mmseg's ``strict=False`` load of a ``Pretrained`` checkpoint leaves them.
   """
   skip: Sequence[str] = ()
   renames: Sequence[tuple[str, str]] = ()
   transforms: Sequence[tuple[str, Callable]] = ()
+  concat: Sequence[tuple[str, str]] = ()
+  keep_initial: Sequence[str] = ()
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -186,6 +195,41 @@ def _apply_rules(key: str, value, rules: Mapping[str, CheckpointRules], target_s
   return {key: value}
 
 
+def _rule_for(name: str, rules: Mapping[str, CheckpointRules]) -> tuple[str, CheckpointRules | None]:
+  """(prefix, rules) of the first prefix ``name`` lies under, as ``_apply_rules`` picks them."""
+  for prefix, rule in rules.items():
+    if name.startswith(prefix):
+      return prefix, rule
+  return "", None
+
+
+def _concat_partners(state_dict: Mapping, rules: Mapping[str, CheckpointRules], evaluate) -> dict:
+  """``state_dict`` with each key a ``concat`` rule matches followed by its partner along the
+  first dimension, the partner removed."""
+  out = dict(state_dict)
+  for key in list(out):
+    prefix, rule = _rule_for(key, rules)
+    if rule is None or key not in out:
+      continue
+    local = key[len(prefix):]
+    for pattern, partner in rule.concat:
+      if re.search(pattern, local):
+        other = prefix + re.sub(pattern, partner, local)
+        if other not in out:
+          raise CheckpointMismatchError(f"{key}: {other}, to be concatenated after it, is not in "
+                                        "the checkpoint")
+        out[key] = evaluate(lambda a, b: jnp.concatenate([a, b]), out[key], out.pop(other))
+        break
+  return out
+
+
+def _keeps_initial(path: str, rules: Mapping[str, CheckpointRules]) -> bool:
+  """Whether the rules leave the model's parameter ``path`` (Flax) at its initial value."""
+  module = ".".join(path.split("/")[1:-1])
+  prefix, rule = _rule_for(module + ".", rules)
+  return rule is not None and any(re.search(p, module[len(prefix):]) for p in rule.keep_initial)
+
+
 def _flatten(target: Any) -> dict[str, Any]:
   return {"/".join(k): v for k, v in traverse_util.flatten_dict(target).items()}
 
@@ -202,7 +246,7 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
   out: dict[str, Any] = {}
   given_by: dict[str, str] = {}
   unmapped, mismatched = [], []
-  for key, value in state_dict.items():
+  for key, value in _concat_partners(state_dict, rules or {}, evaluate).items():
     for name, piece in _apply_rules(key, value, rules or {}, target_shape, evaluate).items():
       shown = key if name == key else f"{key} (as {name})"
       path = _flax_path(name, flat_target)
@@ -219,7 +263,8 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
         mismatched.append(f"{shown}: checkpoint {tuple(piece.shape)} (in Flax layout) vs model {path} {want}")
       else:
         out[path] = piece
-  missing = sorted(set(flat_target) - set(given_by))
+  kept = {path for path in set(flat_target) - set(given_by) if _keeps_initial(path, rules or {})}
+  missing = sorted(set(flat_target) - set(given_by) - kept)
   if unmapped or missing or mismatched:
     lines = []
     if mismatched:
@@ -229,6 +274,7 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
     if missing:
       lines.append(f"{len(missing)} model parameter(s) with no checkpoint key:\n  " + "\n  ".join(missing))
     raise CheckpointMismatchError("checkpoint does not fit the model:\n" + "\n".join(lines))
+  out.update({path: flat_target[path] for path in kept})
   return out
 
 
@@ -243,7 +289,12 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
   without a key and shape mismatches.
   """
   flat_target = _flatten(target)
-  out = _map_state_dict(state_dict, flat_target, rules, lambda f, v: f(np.asarray(v)))
+  out = _map_state_dict(state_dict, flat_target, rules, lambda f, *v: f(*map(np.asarray, v)))
+  uninitialised = sorted(k for k, v in out.items() if isinstance(v, jax.ShapeDtypeStruct))
+  if uninitialised:
+    raise CheckpointMismatchError("the checkpoint does not hold these parameters (its rules keep them "
+                                  "at the model's initialisation) and the target has no values: give "
+                                  "initialised variables (model.init) as target:\n  " + "\n  ".join(uninitialised))
   return traverse_util.unflatten_dict({tuple(k.split("/")): np.asarray(v).astype(flat_target[k].dtype)
                                        for k, v in out.items()})
 
