@@ -70,7 +70,7 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"main.py: {e}")
   sharding.initialize_distributed(config)
-  logging.info("config:\n%s", config)
+  logging.info("config:\n%s", config_lib.to_python(config))
   if FLAGS.mode == "train":
     loop.train_and_evaluate(config, FLAGS.workdir)
   else:

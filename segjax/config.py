@@ -3,6 +3,7 @@
 config file. ``load_config`` reads either kind of file."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import ml_collections
@@ -92,12 +93,48 @@ def to_plain(value: Any) -> Any:
   return value
 
 
+def _python_literal(value: Any, indent: int, column: int, width: int) -> str:
+  """``value`` as Python source that evaluates to it, starting at ``column`` of a line indented
+  by ``indent``: dicts as ``dict(k=v)`` (a ``{...}`` literal when a key is no identifier), tuples
+  as tuples; on one line when it ends before ``width``, else one item per line."""
+  import keyword
+  if isinstance(value, Mapping):
+    as_call = all(isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) for k in value)
+    items = [(f"{k}=" if as_call else f"{k!r}: ", v) for k, v in value.items()]
+    opening, closing = ("dict(", ")") if as_call else ("{", "}")
+  elif isinstance(value, (list, tuple)):
+    items = [("", v) for v in value]
+    opening, closing = ("[", "]") if isinstance(value, list) else ("(", ",)" if len(value) == 1 else ")")
+  elif isinstance(value, float) and not math.isfinite(value):
+    return f"float('{value}')"
+  else:
+    return repr(value)
+  flat = opening + ", ".join(p + _python_literal(v, 0, 0, 10**9) for p, v in items) + closing
+  if column + len(flat) <= width or not items:
+    return flat
+  inner = indent + 4
+  lines = [" " * inner + p + _python_literal(v, inner, inner + len(p), width) + "," for p, v in items]
+  return opening + "\n" + "\n".join(lines) + "\n" + " " * indent + closing.lstrip(",")
+
+
+def to_python(config, width: int = 100) -> str:
+  """``config`` as an mmcv-style listing, one ``key = value`` per top-level key (dicts as
+  ``dict(...)``, tuples as tuples, shared values written out each time): what tools/print_config.py
+  prints and main.py logs. ``segjax.convert.mmseg_config.load_mmseg_config`` reads it back to
+  ``config.to_dict()``."""
+  plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return "\n".join(f"{k} = {_python_literal(v, 0, len(k) + 3, width)}" for k, v in plain.items()) + "\n"
+
+
 def defines_get_config(path: str) -> bool:
   """Whether the Python file ``path`` is a segjax config module (a top-level ``get_config``), as
   opposed to an MMSegmentation config file (plain dicts)."""
   import ast
-  with open(path) as f:
-    tree = ast.parse(f.read(), filename=path)
+  from segjax.convert.mmseg_config import read_config_text
+  try:
+    tree = ast.parse(read_config_text(path), filename=path)
+  except SyntaxError as e:
+    raise ValueError(f"config {path} is not valid Python: {e}") from None
   return any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body)
 
 
@@ -112,8 +149,6 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   import importlib.util
   import os
   path, _, variant = spec.partition(":")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"config file {path!r} does not exist")
   if not defines_get_config(path):
     if variant:
       raise ValueError(f"{path} is an mmseg config file (no get_config), so it takes no "

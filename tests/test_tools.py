@@ -111,7 +111,7 @@ def test_print_config_applies_overrides():
   r = _run("tools/print_config.py", "configs/pspnet_cityscapes.py:r18-d8_512x1024_80k",
            "--cfg-options", "total_iters=123")
   assert r.returncode == 0, r.stderr[-2000:]
-  assert "total_iters: 123" in r.stdout and "depth: 18" in r.stdout
+  assert "total_iters = 123" in r.stdout and "depth=18" in r.stdout
 
 
 def test_export_reloads_and_reproduces_logits(trained, tmp_path):

@@ -1,24 +1,34 @@
 """Print a config with overrides applied (mmseg's tools/print_config.py).
 
-  python tools/print_config.py configs/pspnet_cityscapes.py:r101-d8_769x769_80k [--cfg-options a.b=v ...]
+  python tools/print_config.py configs/pspnet_cityscapes.py:r101-d8_769x769_80k [--cfg-options a.b=v ...] [--format json]
+
+The default output is Python, mmcv-style: one ``key = dict(...)`` per top-level key, tuples as
+tuples, every value written out (no YAML tags or anchors), so it pastes into a config file;
+``segjax.convert.mmseg_config.load_mmseg_config`` reads it back to the same dicts. ``--format
+json`` prints the same values as JSON (tuples become lists).
 """
 import argparse
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segjax.config import apply_overrides, load_config  # noqa: E402
+from segjax.config import apply_overrides, load_config, to_python  # noqa: E402
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("config", help="configs/X.py[:variant]")
+  parser.add_argument("config", help="configs/X.py[:variant] or an mmseg config .py")
   parser.add_argument("--cfg-options", nargs="*", default=[], help="a.b=value overrides")
+  parser.add_argument("--format", choices=["py", "json"], default="py")
   args = parser.parse_args(argv)
   config = load_config(args.config)
   apply_overrides(config, args.cfg_options)
-  print(config)
+  if args.format == "py":
+    print(to_python(config), end="")
+  else:
+    print(json.dumps(config.to_dict(), indent=2))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,38 @@ def _strip_delete(value: Any) -> Any:
   return value
 
 
+# How a PyTorch checkpoint file starts: torch.save's zip archive, or the pickle of its older format.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def read_config_text(path: str) -> str:
+  """The text of the config file ``path``, as every tool reads CONFIG. What is not a config file
+  (missing, a directory, a PyTorch checkpoint, binary data) fails naming the path, what it is
+  and what was expected."""
+  expected = "expected a config file: configs/X.py[:variant], an mmseg config .py or a .json model dict"
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"config {path!r} is a directory; {expected}. A segjax workdir or a "
+                            "tools/convert_weights.py output directory is a checkpoint, not a config")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config {path!r} does not exist; {expected}")
+  with open(path, "rb") as f:
+    data = f.read()
+  if data.startswith(_TORCH_MAGIC):
+    raise ValueError(
+        f"config {path!r} is a PyTorch checkpoint, not a config: give the mmseg config it was trained "
+        f"with as CONFIG and {path} as the checkpoint, or convert it once with python "
+        f"tools/convert_weights.py {path} OUT --mmseg-config MMSEG_CONFIG.py and pass OUT as the checkpoint")
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"config {path!r} is not a text file (byte {e.start} is not UTF-8); {expected}") from None
+  if "\0" in text:
+    raise ValueError(f"config {path!r} is not a text file (it holds NUL bytes); {expected}")
+  return text
+
+
 def _exec_config(path: str) -> dict:
-  with open(path) as f:
-    source = f.read()
+  source = read_config_text(path)
   try:
     ast.parse(source, filename=path)
   except SyntaxError as e:
@@ -57,11 +86,11 @@ def _exec_config(path: str) -> dict:
 
 def load_mmseg_config(path: str) -> dict:
   """The fully merged mmseg config of ``path`` (.py with ``_base_``, or .json)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"mmseg config {path!r} does not exist")
   if path.endswith(".json"):
-    with open(path) as f:
-      cfg = json.load(f)
+    try:
+      cfg = json.loads(read_config_text(path))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"config {path!r} is not valid JSON: {e}") from None
     return cfg if "model" in cfg else {"model": cfg}
   cfg = _exec_config(path)
   bases = cfg.pop("_base_", [])

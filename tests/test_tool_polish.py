@@ -1,0 +1,128 @@
+"""Tools as a person uses them (issue 17): a printed config that pastes back, one unit per
+metrics field, progress bars on a terminal only, and a named mistake for a file that is no config."""
+import io
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def _tool(name, *args):
+  """Run tools/<name> in this process (argv as given), like `python tools/<name> ...`."""
+  path = os.path.join(ROOT, "tools", name)
+  old = sys.argv
+  sys.argv = [path, *args]
+  try:
+    runpy.run_path(path, run_name="__main__")
+  finally:
+    sys.argv = old
+
+
+# --- print_config ---------------------------------------------------------------------------
+
+MMSEG_STYLE = """
+crop = (32, 48)
+pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomCrop', crop_size=crop),
+            dict(type='Pad', size=crop, pad_val=0, seg_pad_val=255)]
+model = dict(type='EncoderDecoder', backbone=dict(type='ResNetV1c', depth=18, strides=(1, 2, 1, 1)),
+             decode_head=dict(type='FCNHead', in_channels=512, channels=8, num_classes=3),
+             test_cfg=dict(mode='whole'))
+data = dict(samples_per_gpu=2, train=dict(type='CustomDataset', img_dir='a', pipeline=pipeline),
+            val=dict(type='CustomDataset', img_dir='b', pipeline=pipeline))
+"""
+
+
+@pytest.mark.parametrize("spec", ["configs/pspnet_cityscapes.py:r18-d8_512x1024_80k", "mmseg_style.py"])
+def test_print_config_prints_python_that_loads_back_equal(spec, tmp_path, capsys):
+  from segjax.config import apply_overrides, load_config
+  from segjax.convert.mmseg_config import load_mmseg_config
+  if spec == "mmseg_style.py":  # a tuple shared by two dicts: YAML wrote it as &id001 / *id001
+    spec = str(tmp_path / spec)
+    with open(spec, "w") as f:
+      f.write(MMSEG_STYLE)
+  _tool("print_config.py", spec, "--cfg-options", "total_iters=123")
+  printed = capsys.readouterr().out
+  assert "!!python" not in printed and "&id" not in printed
+  assert "total_iters = 123" in printed
+  pasted = tmp_path / "pasted.py"
+  pasted.write_text(printed)
+  expected = load_config(spec)
+  apply_overrides(expected, ["total_iters=123"])
+  # The same dicts, lists and tuples: (32, 48) == [32, 48] is False, so tuples must stay tuples.
+  assert load_mmseg_config(str(pasted)) == expected.to_dict()
+  _tool("print_config.py", spec, "--format", "json")
+  assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(load_config(spec).to_dict()))
+
+
+def test_print_config_python_literals_of_every_kind():
+  from segjax.config import to_python
+  value = {"a": {"not-an-identifier": (1,), "class": [], "inf": float("inf"), "t": ()},
+           "long": {"k%d" % i: ("x" * 10, i) for i in range(12)}}
+  text = to_python(value, width=60)
+  namespace = {}
+  exec(text, namespace)  # noqa: S102 - what a pasted config does
+  assert {k: namespace[k] for k in value} == value
+  assert max(len(line) for line in text.splitlines()) <= 60
+
+
+# --- a file that is not a config --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def not_configs(tmp_path_factory):
+  """A PyTorch checkpoint, binary junk, a missing file and a directory, each where CONFIG goes."""
+  import torch
+  root = tmp_path_factory.mktemp("not_configs")
+  pth = str(root / "pspnet.pth")
+  torch.save({"state_dict": {"w": torch.zeros(2)}, "meta": {}}, pth)
+  junk = str(root / "junk.py")
+  with open(junk, "wb") as f:
+    f.write(bytes(range(256)))
+  os.makedirs(root / "a_dir")
+  return {"checkpoint": (pth, "is a PyTorch checkpoint, not a config: give the mmseg config"),
+          "binary": (junk, "is not a text file"),
+          "missing": (str(root / "nope.py"), "does not exist"),
+          "directory": (str(root / "a_dir"), "is a directory")}
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "binary", "missing", "directory"])
+def test_load_config_names_a_file_that_is_no_config(kind, not_configs):
+  from segjax import apis
+  from segjax.config import load_config
+  path, message = not_configs[kind]
+  with pytest.raises((ValueError, OSError), match=message) as e:
+    load_config(path)
+  assert path in str(e.value)
+  if kind != "directory":  # init_segmentor takes a directory: a converted one
+    with pytest.raises((ValueError, OSError), match=message):
+      apis.init_segmentor(path)
+
+
+def test_every_tool_taking_config_names_a_checkpoint_given_as_config(not_configs, tmp_path):
+  pth, message = not_configs["checkpoint"]
+  out = str(tmp_path / "out")
+  argvs = {"test.py": [pth, out, "--eval", "mIoU"], "benchmark.py": [pth], "export.py": [pth, out, "--shape", "8", "8", "--out", out],
+           "pack_dataset.py": [pth, out], "confusion_matrix.py": [pth, out, out], "get_flops.py": [pth],
+           "print_config.py": [pth], "check_dataset.py": [pth], "browse_dataset.py": [pth, "--output-dir", out],
+           "convert_weights.py": [pth, out, "--mmseg-config", pth], "image_demo.py": ["img.png", pth, "--out-file", out]}
+  takes_config = lambda source: 'add_argument("config"' in source or '"--mmseg-config"' in source
+  assert {p for p in os.listdir(os.path.join(ROOT, "tools"))
+          if p.endswith(".py") and takes_config(open(os.path.join(ROOT, "tools", p)).read())} == set(argvs)
+  for tool, argv in argvs.items():
+    with pytest.raises(ValueError, match=message):
+      _tool(tool, *argv)
+  assert not os.path.exists(out)
+
+
+def test_image_demo_with_a_checkpoint_as_config_says_so(not_configs, tmp_path):
+  # The issue's command, as a user types it: one line naming the mistake, not a UnicodeDecodeError.
+  pth, message = not_configs["checkpoint"]
+  r = subprocess.run([sys.executable, "tools/image_demo.py", "demo.png", pth, "--out-file", str(tmp_path / "o.png")],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0
+  assert message in r.stderr and "tools/convert_weights.py" in r.stderr
+  assert "UnicodeDecodeError" not in r.stderr
