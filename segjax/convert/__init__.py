@@ -10,13 +10,15 @@ otherwise the error lists what did not fit.
 Where a release of weights names or lays out a family's parameters differently, the family
 declares it as data beside its model: ``CHECKPOINT_RULES`` on the class, a dict from release
 source (``"mmseg"``, ``"imagenet"``, ...) to ``CheckpointRules`` (keys to skip, ordered renames,
-per-key transforms such as ``split_qkv`` or ``resize_pos_embed``). The source is named by the
-caller, never guessed from the keys.
+per-key transforms such as ``split_qkv`` or ``resize_pos_embed``). A backbone checkpoint's source
+is the one whose rules convert it (``convert_backbone_checkpoint`` tries each the class declares),
+or named by the caller.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,7 +39,12 @@ _LEAVES = {
 
 
 class CheckpointMismatchError(ValueError):
-  """The checkpoint does not fit the model; the message lists every offending key."""
+  """The checkpoint does not fit the model; the message lists every offending key, ``problems``
+  holds them one a line (shape mismatches first)."""
+
+  def __init__(self, message: str, problems: Sequence[str] = ()):
+    super().__init__(message)
+    self.problems = list(problems) or [message]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,20 +66,45 @@ class CheckpointRules:
   - ``keep_initial``: regexes (``re.search``) of the model's modules (dotted path, e.g. ``norm0``)
     whose parameters the release does not hold: they keep ``target``'s value, the model's
     initialisation, as mmseg's ``strict=False`` load of a ``Pretrained`` checkpoint leaves them.
+  - ``combine``: a function of all the keys the rules apply to (``{key: value}`` -> ``{key:
+    value}``, arrays or abstract values as for transforms), called first, for a release that
+    stores one parameter under more keys than ``concat`` joins (the JAX ViT's query/key/value).
   """
   skip: Sequence[str] = ()
   renames: Sequence[tuple[str, str]] = ()
   transforms: Sequence[tuple[str, Callable]] = ()
   concat: Sequence[tuple[str, str]] = ()
   keep_initial: Sequence[str] = ()
+  combine: Callable | None = None
+
+
+def load_checkpoint(path: str) -> dict[str, np.ndarray]:
+  """The weights of a checkpoint file as ``{key: numpy array}``, by extension: ``.pth``/``.pt``
+  (PyTorch) or ``.npz`` (numpy archives, e.g. the original JAX ViT / AugReg releases; keys as
+  stored, ``Transformer/encoderblock_0/...``)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such checkpoint file")
+  if path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as archive:
+      return {k: archive[k] for k in archive.files}
+  if path.endswith((".pth", ".pt")):
+    return load_torch_checkpoint(path)
+  raise CheckpointMismatchError(f"{path}: unknown checkpoint format; expected a .pth/.pt (PyTorch) "
+                                "or .npz (JAX/numpy) file")
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """Read a ``.pth`` (``{'state_dict': ...}`` or a bare state_dict) into numpy arrays."""
+  """Read a ``.pth`` into numpy arrays: a bare state_dict or one wrapped as releases wrap it,
+  ``{'state_dict': ...}`` (mmcv/mmseg, timm), ``{'model': ...}`` (DeiT, BEiT, MAE) or
+  ``{'module': ...}``; keys saved from DataParallel lose their ``module.`` prefix (mmcv's
+  ``revise_keys``)."""
   import torch  # optional dependency: pip install segjax[torch]
 
   ckpt = torch.load(path, map_location="cpu", weights_only=True)
-  state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
+  state = ckpt
+  if isinstance(ckpt, Mapping):
+    wrapper = next((k for k in ("state_dict", "model", "module") if isinstance(ckpt.get(k), Mapping)), None)
+    state = ckpt[wrapper] if wrapper else ckpt
   if not isinstance(state, Mapping):
     raise CheckpointMismatchError(f"{path}: expected a state_dict mapping, got {type(state).__name__}")
   out = {}
@@ -234,10 +266,30 @@ def _flatten(target: Any) -> dict[str, Any]:
   return {"/".join(k): v for k, v in traverse_util.flatten_dict(target).items()}
 
 
+def _combine(state_dict: Mapping, rules: Mapping[str, CheckpointRules], evaluate: Callable) -> dict:
+  """``state_dict`` with each prefix's ``combine`` applied to the keys under that prefix (a key
+  belongs to the first prefix it starts with, as in ``_apply_rules``)."""
+  if not any(rule.combine for rule in rules.values()):
+    return dict(state_dict)
+  groups: dict[str, dict] = {prefix: {} for prefix in rules}
+  out = {}
+  for key, value in state_dict.items():
+    prefix = next((p for p in rules if key.startswith(p)), None)
+    if prefix is None:
+      out[key] = value
+    else:
+      groups[prefix][key[len(prefix):]] = value
+  for prefix, group in groups.items():
+    combined = evaluate(rules[prefix].combine, group) if rules[prefix].combine and group else group
+    out.update({prefix + k: v for k, v in combined.items()})
+  return out
+
+
 def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
                     rules: Mapping[str, CheckpointRules] | None, evaluate: Callable) -> dict[str, Any]:
   """The mapping ``convert_state_dict`` and ``check_state_dict`` share: ``{Flax path: value}``
   with ``evaluate(function, value)`` applying layout changes and transforms."""
+  rules = rules or {}
 
   def target_shape(name):
     path = _flax_path(name, flat_target)
@@ -246,8 +298,8 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
   out: dict[str, Any] = {}
   given_by: dict[str, str] = {}
   unmapped, mismatched = [], []
-  for key, value in _concat_partners(state_dict, rules or {}, evaluate).items():
-    for name, piece in _apply_rules(key, value, rules or {}, target_shape, evaluate).items():
+  for key, value in _concat_partners(_combine(state_dict, rules, evaluate), rules, evaluate).items():
+    for name, piece in _apply_rules(key, value, rules, target_shape, evaluate).items():
       shown = key if name == key else f"{key} (as {name})"
       path = _flax_path(name, flat_target)
       if path is None:
@@ -263,7 +315,7 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
         mismatched.append(f"{shown}: checkpoint {tuple(piece.shape)} (in Flax layout) vs model {path} {want}")
       else:
         out[path] = piece
-  kept = {path for path in set(flat_target) - set(given_by) if _keeps_initial(path, rules or {})}
+  kept = {path for path in set(flat_target) - set(given_by) if _keeps_initial(path, rules)}
   missing = sorted(set(flat_target) - set(given_by) - kept)
   if unmapped or missing or mismatched:
     lines = []
@@ -273,7 +325,9 @@ def _map_state_dict(state_dict: Mapping, flat_target: Mapping[str, Any],
       lines.append(f"{len(unmapped)} checkpoint key(s) with no model parameter:\n  " + "\n  ".join(unmapped))
     if missing:
       lines.append(f"{len(missing)} model parameter(s) with no checkpoint key:\n  " + "\n  ".join(missing))
-    raise CheckpointMismatchError("checkpoint does not fit the model:\n" + "\n".join(lines))
+    problems = (mismatched + [f"unexpected key {k}" for k in unmapped]
+                + [f"missing model parameter {p}" for p in missing])
+    raise CheckpointMismatchError("checkpoint does not fit the model:\n" + "\n".join(lines), problems)
   out.update({path: flat_target[path] for path in kept})
   return out
 
@@ -289,7 +343,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target: Any,
   without a key and shape mismatches.
   """
   flat_target = _flatten(target)
-  out = _map_state_dict(state_dict, flat_target, rules, lambda f, *v: f(*map(np.asarray, v)))
+  out = _map_state_dict(state_dict, flat_target, rules, lambda f, *v: f(*jax.tree.map(np.asarray, v)))
   uninitialised = sorted(k for k, v in out.items() if isinstance(v, jax.ShapeDtypeStruct))
   if uninitialised:
     raise CheckpointMismatchError("the checkpoint does not hold these parameters (its rules keep them "
@@ -370,25 +424,75 @@ def convert_checkpoint(path: str, model, input_shape=(1, 64, 64, 3), source: str
   target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros(input_shape, np.float32)))
   model_cfg = {kind: getattr(model, kind, None)
                for kind in ("backbone", "neck", "decode_head", "auxiliary_head")}
-  return convert_state_dict(load_torch_checkpoint(path), target, checkpoint_rules(model_cfg, source))
+  return convert_state_dict(load_checkpoint(path), target, checkpoint_rules(model_cfg, source))
+
+
+def _release_state(state: Mapping, source: str) -> dict:
+  """The keys ``source``'s rules apply to: a segmentor checkpoint (``"mmseg"``) gives its
+  ``backbone.`` keys without the prefix, any other release all its keys."""
+  if source != "mmseg":
+    return dict(state)
+  return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def _fitting_sources(state: Mapping, flat_target: Mapping, cls: type, path: str) -> list[str]:
+  """The sources ``cls`` declares whose rules map ``state`` onto the model (shapes only); none
+  fitting is an error naming each source's first mismatch."""
+  abstract = {k: jax.ShapeDtypeStruct(np.shape(v), jnp.float32) for k, v in state.items()}
+  fitting, reasons = [], []
+  for source in getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()}):
+    released = _release_state(abstract, source)
+    if not released:
+      reasons.append(f"{source}: no key starts with 'backbone.' (not a segmentor checkpoint)")
+      continue
+    try:
+      _map_state_dict(released, flat_target, {"": family_rules(cls, source)}, jax.eval_shape)
+    except CheckpointMismatchError as e:
+      reasons.append(f"{source}: {e.problems[0]}")
+    except (ValueError, TypeError) as e:  # a transform given a key of a shape it cannot take
+      reasons.append(f"{source}: {type(e).__name__}: {e}")
+    else:
+      fitting.append(source)
+  if not fitting:
+    raise CheckpointMismatchError(
+        f"{path}: no release of {cls.__name__} weights fits this checkpoint; the first mismatch "
+        "under each source's rules (CHECKPOINT_RULES):\n  " + "\n  ".join(reasons))
+  return fitting
 
 
 def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str,
-                                source: str | None = None) -> dict:
+                                source: str | None = None, prefix: str | None = None) -> dict:
   """Weights for the backbone alone, as mmseg's ``pretrained=``, from a checkpoint of ``source``
   as the backbone class (or type name) declares it, e.g. ``"imagenet"`` (a classifier whose
-  head the family's rules drop), ``"mmcls"``, or ``"mmseg"``: a segmentor checkpoint, whose
-  ``backbone.`` keys are taken with the prefix stripped and the rest ignored.
+  head the family's rules drop), ``"mmcls"``, ``"timm"``, or ``"mmseg"``: a segmentor
+  checkpoint, whose ``backbone.`` keys are taken with the prefix stripped and the rest ignored.
 
-  ``source=None`` keeps the behaviour users rely on from ``model.pretrained``: ``"mmseg"`` when
-  some key starts with ``backbone.``, else ``"imagenet"``.
+  ``source=None`` tries every source the class declares and takes the one whose rules convert
+  the checkpoint (should several, they must give the same weights). ``prefix`` (mmcv's
+  ``init_cfg=dict(type='Pretrained', prefix=...)``) first keeps only the keys under it, without it.
+  Parameters the release does not hold (the rules' ``keep_initial``) keep ``backbone_target``'s
+  values.
   """
   from segjax.models import BACKBONES
 
   cls = BACKBONES[backbone] if isinstance(backbone, str) else backbone
-  state = load_torch_checkpoint(path)
-  if source is None:
-    source = "mmseg" if any(k.startswith("backbone.") for k in state) else "imagenet"
-  if source == "mmseg":
-    state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-  return convert_state_dict(state, backbone_target, {"": family_rules(cls, source)})
+  state = load_checkpoint(path)
+  if prefix:
+    prefix = prefix if prefix.endswith(".") else prefix + "."
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not state:
+      raise CheckpointMismatchError(f"{path}: no key starts with the init_cfg prefix {prefix!r}")
+  convert = lambda source: convert_state_dict(_release_state(state, source), backbone_target,
+                                              {"": family_rules(cls, source)})
+  if source is not None:
+    return convert(source)
+  first, *others = _fitting_sources(state, _flatten(backbone_target), cls, path)
+  converted = convert(first)
+  for other in others:
+    same = jax.tree.structure(converted) == jax.tree.structure(out := convert(other)) and all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(converted), jax.tree.leaves(out)))
+    if not same:
+      raise CheckpointMismatchError(
+          f"{path}: the rules of {cls.__name__}'s sources {first!r} and {other!r} both fit this "
+          "checkpoint but give different weights; name the release: source=...")
+  return converted
