@@ -126,3 +126,43 @@ def test_image_demo_with_a_checkpoint_as_config_says_so(not_configs, tmp_path):
   assert r.returncode != 0
   assert message in r.stderr and "tools/convert_weights.py" in r.stderr
   assert "UnicodeDecodeError" not in r.stderr
+
+
+# --- units of metrics.jsonl -------------------------------------------------------------------
+
+def test_metrics_rows_name_their_time_unit(tmp_path):
+  import time
+  import jax.numpy as jnp
+  from segjax.train import loop, writers
+  writer = writers.MetricWriter(str(tmp_path))
+  log = loop.LogMetrics(interval=2, total=2, writer=writer, schedule=lambda step: 0.01, train_set=None)
+  before = time.time()
+  for step in (1, 2):
+    log(step, None, {"loss": jnp.float32(0.5), "decode.acc_seg": jnp.float32(80.0), "index": jnp.arange(2)})
+  writer.write_scalars(2, {"aAcc": 0.9, "mIoU": 0.25}, mode="val")
+  writer.close()
+  train, val = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  # Train rows: seconds per step; every row: when it was written (Unix seconds); no field means both.
+  assert "time" not in train and "time" not in val
+  assert 0 <= train["sec_per_step"] < time.time() - before + 1
+  assert before <= train["timestamp"] <= val["timestamp"] <= time.time()
+  assert val["mIoU"] == 0.25 and train["loss"] == 0.5 and train["decode.acc_seg"] == 80.0
+
+
+def test_analyze_logs_reads_rows_from_before_the_rename(tmp_path):
+  # A run resumed across the rename has both kinds of rows in one metrics.jsonl.
+  log = tmp_path / "metrics.jsonl"
+  rows = [{"mode": "train", "step": 10, "time": 1.5, "loss": 2.0},
+          {"mode": "val", "step": 10, "time": 1.7e9, "mIoU": 0.1},
+          {"mode": "train", "step": 20, "timestamp": 1.8e9, "sec_per_step": 1.25, "loss": 1.0}]
+  log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  try:
+    import analyze_logs
+  finally:
+    sys.path.pop(0)
+  records = analyze_logs.read_records(str(log))
+  assert analyze_logs.read_series(records, "sec_per_step") == ([10, 20], [1.5, 1.25])
+  assert analyze_logs.read_series(records, "timestamp") == ([10, 20], [1.7e9, 1.8e9])
+  with pytest.raises(SystemExit, match="no 'time' values; its keys: loss, mIoU, sec_per_step"):
+    analyze_logs.main([str(log), "--keys", "time", "--out", str(tmp_path / "c.png")])

@@ -158,7 +158,7 @@ class LogMetrics:
                                f"{self.interval} steps); this step's batch files: {files}")
     out = {k: float(m.compute()) for k, m in self.means.items()}
     out["lr"] = float(self.schedule(step - 1))  # the lr this step used, not the interval mean
-    out["time"] = per_step = (time.time() - self.start) / max(self.steps, 1)
+    out["sec_per_step"] = per_step = (time.time() - self.start) / max(self.steps, 1)
     self.writer.write_scalars(step, out)
     logging.info("step %d/%d  loss %.4f  lr %.3e  %.3f s/step  eta %s", step, self.total,
                  out["loss"], out["lr"], per_step, _hms(per_step * (self.total - step)))

@@ -15,7 +15,11 @@ import jax
 
 
 class MetricWriter:
-  """Writes scalars from process 0 only, to ``workdir/metrics.jsonl`` and ``workdir/tb/``."""
+  """Writes scalars from process 0 only, to ``workdir/metrics.jsonl`` and ``workdir/tb/``.
+
+  A metrics.jsonl row is ``mode`` (train, val or eval), ``step``, ``timestamp`` (Unix seconds
+  when it was written) and the scalars, unchanged: evaluation metrics (aAcc, mIoU, ...) as
+  fractions, train rows' ``sec_per_step`` in seconds, ``*acc_seg`` in percent as mmseg's loss dict."""
 
   def __init__(self, workdir: str):
     self.active = jax.process_index() == 0
@@ -30,7 +34,7 @@ class MetricWriter:
     if not self.active:
       return
     clean = {k: float(v) for k, v in scalars.items()}
-    record = {"mode": mode, "step": int(step), "time": time.time()}
+    record = {"mode": mode, "step": int(step), "timestamp": time.time()}
     record.update({k: (v if math.isfinite(v) else None) for k, v in clean.items()})
     self._json.write(json.dumps(record) + "\n")
     for k, v in clean.items():
