@@ -166,3 +166,52 @@ def test_analyze_logs_reads_rows_from_before_the_rename(tmp_path):
   assert analyze_logs.read_series(records, "timestamp") == ([10, 20], [1.7e9, 1.8e9])
   with pytest.raises(SystemExit, match="no 'time' values; its keys: loss, mIoU, sec_per_step"):
     analyze_logs.main([str(log), "--keys", "time", "--out", str(tmp_path / "c.png")])
+
+
+# --- progress bars ----------------------------------------------------------------------------
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def _square(x):
+  return x * x
+
+
+def test_converters_show_progress_on_a_terminal_only(tmp_path, monkeypatch):
+  import zipfile
+  from segjax.data import prepare
+  archive = str(tmp_path / "labels.zip")
+  with zipfile.ZipFile(archive, "w") as z:
+    for i in range(3):
+      z.writestr(f"a/{i}.txt", str(i))
+  for terminal in (True, False):
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert prepare.parallel([(_square, i) for i in range(5)], nproc=2, desc="squaring") == [0, 1, 4, 9, 16]
+    assert prepare.parallel([(_square, i) for i in range(4)], nproc=1) == [0, 1, 4, 9]
+    prepare.extract(archive, str(tmp_path / f"out{terminal}"))
+    assert sorted(os.listdir(tmp_path / f"out{terminal}" / "a")) == ["0.txt", "1.txt", "2.txt"]
+    shown = stderr.getvalue()
+    if terminal:
+      assert "squaring: 100%" in shown and "5/5" in shown and "converting: 100%" in shown and "4/4" in shown
+      assert "unpacking labels.zip: 100%" in shown and "3/3" in shown
+    else:
+      assert shown == ""
+
+
+def test_check_dataset_shows_progress_on_a_terminal_and_keeps_stdout(tiny_dataset, monkeypatch, capsys):
+  argv = ["configs/pspnet_synthetic.py", "--cfg-options", f"data.train.data_root={tiny_dataset}",
+          f"data.val.data_root={tiny_dataset}"]
+  outputs = []
+  for stderr in (_Terminal(), io.StringIO()):
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with pytest.raises(SystemExit) as e:
+      _tool("check_dataset.py", *argv)
+    assert e.value.code == 0
+    outputs.append((capsys.readouterr().out, stderr.getvalue()))
+  (out_terminal, bars), (out_pipe, no_bars) = outputs
+  assert "checking train: 100%" in bars and "16/16" in bars and "checking val: 100%" in bars and "8/8" in bars
+  assert no_bars == "" and out_terminal == out_pipe
+  assert "== train: 16 images" in out_pipe and "== val: 8 images" in out_pipe

@@ -5,6 +5,7 @@
 Reports images without labels and labels without images, unreadable files, image/label size
 mismatches, RGB label images, label values outside [0, num_classes) U {ignore_index} (after
 reduce_zero_label), and prints the class distribution. Exit status 1 when a problem was found.
+A progress bar goes to stderr when it is a terminal; the report goes to stdout.
 """
 import argparse
 import os
@@ -30,7 +31,7 @@ def main(argv=None):
   found = False
   for split in args.split:
     dataset = build_split(config.data, split)
-    problems, counts = check_dataset(dataset, num_classes)
+    problems, counts = check_dataset(dataset, num_classes, progress=f"checking {split}")
     print(f"== {split}: {len(dataset)} images in {dataset.name}, {len(problems)} problem(s)")
     for p in problems:
       print("  " + p)

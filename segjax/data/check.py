@@ -15,6 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from segjax.data.datasets import CustomDataset
 
@@ -76,13 +77,14 @@ def check_pair(dataset: CustomDataset, idx: int, num_classes: int) -> tuple[list
   return problems, seg
 
 
-def check_dataset(dataset: CustomDataset, num_classes: int,
-                  indices: Sequence[int] | None = None) -> tuple[list[str], np.ndarray]:
-  """(problems, labelled pixels per class) over ``indices`` (default: all records)."""
+def check_dataset(dataset: CustomDataset, num_classes: int, indices: Sequence[int] | None = None,
+                  progress: str | None = None) -> tuple[list[str], np.ndarray]:
+  """(problems, labelled pixels per class) over ``indices`` (default: all records); ``progress``:
+  the label of a progress bar on stderr, shown when stderr is a terminal."""
   indices = range(len(dataset)) if indices is None else indices  # Repeat: every repeat is checked
   problems = _unpaired(dataset) if len(indices) == len(dataset) else []
   counts = np.zeros(num_classes, np.int64)
-  for i in indices:
+  for i in tqdm(indices, desc=progress, unit="image", disable=None if progress else True):
     p, seg = check_pair(*dataset.locate(i), num_classes)
     problems += p
     if seg is not None:

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 
 def fail(message: str) -> None:
@@ -35,12 +36,14 @@ def extract(archive: str, dest: str) -> str:
   """Unpack a .zip or .tar into ``dest``; gzipped members (STARE's ``*.ppm.gz``) are unpacked too."""
   require(archive, "archive")
   os.makedirs(dest, exist_ok=True)
+  desc = f"unpacking {os.path.basename(archive)}"
   if zipfile.is_zipfile(archive):
     with zipfile.ZipFile(archive) as z:
-      z.extractall(dest)
+      for member in tqdm(z.infolist(), desc=desc, unit="file", disable=None):
+        z.extract(member, dest)
   elif tarfile.is_tarfile(archive):
     with tarfile.open(archive) as t:
-      t.extractall(dest, filter="data")
+      t.extractall(dest, members=tqdm(t, desc=desc, unit="file", disable=None), filter="data")
   else:
     fail(f"{archive} is neither a zip nor a tar archive")
   for root, _, files in os.walk(dest):
@@ -59,17 +62,20 @@ def files(root: str, suffixes: Sequence[str] | str) -> list[str]:
   return sorted(found, key=os.path.basename)
 
 
-def _call(fn, *args):
+def _call(job: tuple):
+  fn, *args = job
   return fn(*args)
 
 
-def parallel(jobs: Iterable[tuple], nproc: int = 1) -> list:
-  """Run jobs ``(fn, *args)`` on ``nproc`` processes (mmcv's track_parallel_progress)."""
+def parallel(jobs: Iterable[tuple], nproc: int = 1, desc: str = "converting") -> list:
+  """Run jobs ``(fn, *args)`` on ``nproc`` processes, results in job order, with a progress bar
+  on stderr when it is a terminal (mmcv's track_parallel_progress)."""
   jobs = list(jobs)
+  progress = lambda results: list(tqdm(results, total=len(jobs), desc=desc, unit="file", disable=None))
   if nproc > 1 and len(jobs) > 1:
     with Pool(nproc) as pool:
-      return pool.starmap(_call, jobs)
-  return [fn(*args) for fn, *args in jobs]
+      return progress(pool.imap(_call, jobs))
+  return progress(map(_call, jobs))
 
 
 def read_rgb(path: str) -> np.ndarray:

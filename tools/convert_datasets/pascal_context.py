@@ -15,6 +15,7 @@ import os
 import sys
 
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -59,13 +60,13 @@ def main(argv=None):
     names = sorted(os.path.splitext(im["file_name"])[0] for im in images if im.get("phase") == phase)
     if Detail is not None:
       detail = Detail(args.json_path, os.path.join(voc, "JPEGImages"), phase)
-      for img in detail.getImgs():
+      for img in tqdm(detail.getImgs(), desc=f"{phase} label maps", unit="file", disable=None):
         prepare.save_png(to_context60(detail.getMask(img)),
                          os.path.join(out_dir, os.path.splitext(img["file_name"])[0] + ".png"))
     else:
       jobs = [(convert_mat, prepare.require(os.path.join(args.label_dir, n + ".mat"), "LabelMap"),
                os.path.join(out_dir, n + ".png")) for n in names]
-      prepare.parallel(jobs, args.nproc)
+      prepare.parallel(jobs, args.nproc, desc=f"{phase} label maps")
     prepare.write_list(os.path.join(voc, "ImageSets", "SegmentationContext", f"{phase}.txt"), names)
     print(f"{phase}: {len(names)} label maps in {out_dir}")
 
