@@ -35,10 +35,22 @@ def _class_weight(class_weight) -> jax.Array | None:
   return jnp.asarray(class_weight, jnp.float32)
 
 
-def _reduce(loss: jax.Array, weight: jax.Array | None, avg_factor) -> jax.Array:
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str, loss: str) -> None:
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"{loss}: reduction={reduction!r}; expected one of {REDUCTIONS}")
+
+
+def _reduce(loss: jax.Array, weight: jax.Array | None, avg_factor, reduction: str = "mean") -> jax.Array:
+  """mmseg's ``weight_reduce_loss``. ``reduction='none'`` leaves mmseg's loss unreduced, and the
+  segmentor's ``_parse_losses`` then takes its mean: the value is the mean over all elements."""
   if weight is not None:
     loss = loss * weight
-  return loss.mean() if avg_factor is None else loss.sum() / jnp.maximum(avg_factor, 1)
+  if reduction == "sum":
+    return loss.sum()
+  return loss.mean() if avg_factor is None or reduction == "none" else loss.sum() / jnp.maximum(avg_factor, 1)
 
 
 def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
@@ -55,16 +67,21 @@ def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
                   class_weight=None, avg_non_ignore: bool = False, weight=None,
-                  use_sigmoid: bool = False, use_mask: bool = False) -> jax.Array:
-  """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``)."""
+                  use_sigmoid: bool = False, use_mask: bool = False,
+                  reduction: str = "mean") -> jax.Array:
+  """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``);
+  ``avg_non_ignore`` divides by the valid pixels only with ``reduction='mean'``, as mmseg."""
+  _check_reduction(reduction, "CrossEntropyLoss")
   if use_mask:
     raise ValueError("CrossEntropyLoss(use_mask=True) is mmseg's per-ROI mask loss "
                      "(segjax.losses.mask_cross_entropy); a decode head cannot use it (mmseg "
                      "asserts there that ignore_index is None)")
   if use_sigmoid:
-    return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight)
+    return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight,
+                                reduction)
   loss = softmax_ce_pixels(logits, labels, ignore_index, class_weight)
-  return _reduce(loss, weight, (labels != ignore_index).sum() if avg_non_ignore else None)
+  avg_factor = (labels != ignore_index).sum() if avg_non_ignore and reduction == "mean" else None
+  return _reduce(loss, weight, avg_factor, reduction)
 
 
 def mask_cross_entropy(pred: jax.Array, target: jax.Array, label: jax.Array,
@@ -79,7 +96,7 @@ def mask_cross_entropy(pred: jax.Array, target: jax.Array, label: jax.Array,
 
 
 def binary_cross_entropy(logits, labels, ignore_index=255, class_weight=None,
-                         avg_non_ignore=False, weight=None) -> jax.Array:
+                         avg_non_ignore=False, weight=None, reduction="mean") -> jax.Array:
   """mmseg ``binary_cross_entropy``: one-hot targets over C channels (or the single channel of a
   binary head), BCE with logits, ``class_weight`` as ``pos_weight``, invalid pixels weighted 0."""
   logits = at_least_float32(logits)
@@ -95,13 +112,19 @@ def binary_cross_entropy(logits, labels, ignore_index=255, class_weight=None,
   mask = jnp.broadcast_to(valid[..., None], loss.shape).astype(jnp.float32)
   if weight is not None:
     mask = mask * weight[..., None]
-  return _reduce(loss, mask, valid.sum() * loss.shape[-1] if avg_non_ignore else None)
+  _check_reduction(reduction, "CrossEntropyLoss")
+  avg_factor = valid.sum() * loss.shape[-1] if avg_non_ignore and reduction == "mean" else None
+  return _reduce(loss, mask, avg_factor, reduction)
 
 
 def dice_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, exponent=2,
-              weight=None) -> jax.Array:
+              weight=None, reduction="mean") -> jax.Array:
   """mmseg 0.x ``DiceLoss``: softmax, per image and class 1 - (2 sum(p t m) + s) / (sum(p^e + t^e)
-  + s), averaged over classes (weighted by ``class_weight``) and then over images."""
+  + s), averaged over classes (weighted by ``class_weight``) and then over images. mmseg's
+  DiceLoss drops the pixel ``weight`` (an OHEM sampler's) and its inner per-class mean leaves
+  ``reduction`` nothing to reduce: both are accepted without effect, as there."""
+  del weight
+  _check_reduction(reduction, "DiceLoss")
   probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
   num_classes = probs.shape[-1]
   target = jax.nn.one_hot(jnp.clip(labels, 0, num_classes - 1), num_classes)
@@ -115,16 +138,16 @@ def dice_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, e
     per_class = per_class * cw
   if 0 <= ignore_index < num_classes:  # mmseg skips a class whose index equals ignore_index
     per_class = per_class.at[:, ignore_index].set(0.0)
-  per_image = per_class.sum(-1) / num_classes
-  return _reduce(per_image, None if weight is None else weight, None)
+  return (per_class.sum(-1) / num_classes).mean()
 
 
 def focal_loss(logits, labels, ignore_index=255, class_weight=None, gamma=2.0, alpha=0.5,
-               weight=None, use_sigmoid=True) -> jax.Array:
+               weight=None, use_sigmoid=True, reduction="mean") -> jax.Array:
   """mmseg ``FocalLoss`` (sigmoid): BCE with logits times (alpha t + (1-alpha)(1-t)) |t - p|^gamma
   over one-hot targets, invalid pixels weighted 0, averaged over all elements."""
   if not use_sigmoid:
     raise ValueError("FocalLoss: mmseg supports only use_sigmoid=True")
+  _check_reduction(reduction, "FocalLoss")
   logits = at_least_float32(logits)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
@@ -143,7 +166,7 @@ def focal_loss(logits, labels, ignore_index=255, class_weight=None, gamma=2.0, a
     final = final * cw
   if weight is not None:
     final = final * weight[..., None]
-  return _reduce(bce * focal, final, None)
+  return _reduce(bce * focal, final, None, reduction)
 
 
 def _lovasz_grad(fg_sorted: jax.Array) -> jax.Array:
@@ -155,10 +178,12 @@ def _lovasz_grad(fg_sorted: jax.Array) -> jax.Array:
   return jnp.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-def _lovasz_softmax_flat(probs, labels, valid, class_weight):
-  """Mean over present classes of <sorted |fg - p_c|, lovasz_grad(fg sorted)>. Ignored pixels
-  get error -1 so they sort last and add nothing (static shapes instead of filtering)."""
-  num_classes = probs.shape[-1]
+def _lovasz_softmax_flat(probs, labels, valid, classes, class_weight):
+  """mmseg's ``lovasz_softmax_flat`` on P pixels: mean over ``classes`` ('present': those with a
+  valid pixel; 'all'; or a list) of <sorted |fg - p_c|, lovasz_grad(fg sorted)>, each times its
+  class weight. Ignored pixels get error -1 so they sort last and add nothing (static shapes
+  instead of mmseg's filtering)."""
+  chosen = jnp.arange(probs.shape[-1]) if isinstance(classes, str) else jnp.asarray(classes)
 
   def per_class(c):
     fg = ((labels == c) & valid).astype(jnp.float32)
@@ -167,26 +192,61 @@ def _lovasz_softmax_flat(probs, labels, valid, class_weight):
     loss = jnp.dot(jnp.maximum(errors[order], 0.0), _lovasz_grad(fg[order]))
     return loss, fg.sum() > 0
 
-  losses, present = jax.vmap(per_class)(jnp.arange(num_classes))
+  losses, present = jax.vmap(per_class)(chosen)
   if class_weight is not None:
-    losses = losses * class_weight
-  return jnp.sum(jnp.where(present, losses, 0.0)) / jnp.maximum(present.sum(), 1)
+    losses = losses * class_weight[chosen]
+  if classes == "present":
+    return jnp.sum(jnp.where(present, losses, 0.0)) / jnp.maximum(present.sum(), 1)
+  return losses.mean()
+
+
+def _lovasz_hinge_flat(logits, labels, valid):
+  """mmseg's ``lovasz_hinge_flat``: binary labels, hinge errors 1 - logit * (2 label - 1) sorted
+  descending, <relu(errors), lovasz_grad(labels sorted)>; ignored pixels sort last (error -inf)
+  as foreground 0, which leaves the gradient of the valid ones unchanged."""
+  fg = jnp.where(valid, labels, 0).astype(jnp.float32)
+  errors = jnp.where(valid, 1.0 - logits * (2.0 * fg - 1.0), -jnp.inf)
+  order = jnp.argsort(-errors)
+  return jnp.dot(jnp.maximum(errors[order], 0.0), _lovasz_grad(fg[order]))
 
 
 def lovasz_loss(logits, labels, ignore_index=255, class_weight=None, per_image=False,
-                loss_type="multi_class", classes="present", weight=None) -> jax.Array:
-  """mmseg ``LovaszLoss`` (multi-class Lovasz-softmax over present classes; ``per_image``
-  averages the per-image losses)."""
-  if loss_type != "multi_class" or classes != "present":
-    raise NotImplementedError("LovaszLoss: only loss_type='multi_class', classes='present'")
-  probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
-  cw = _class_weight(class_weight)
-  c = probs.shape[-1]
+                loss_type="multi_class", classes="present", weight=None,
+                reduction="mean") -> jax.Array:
+  """mmseg ``LovaszLoss``: Lovasz-softmax over ``classes`` (``loss_type='multi_class'``) or the
+  Lovasz hinge of a one-channel binary head (``'binary'``, where ``classes`` and
+  ``class_weight`` are mmseg's placeholders). ``per_image`` reduces the per-image losses by
+  ``reduction``; without it mmseg requires ``reduction='none'`` (one loss for the batch). The
+  pixel ``weight`` (an OHEM sampler's) is not used, as in mmseg."""
+  del weight
+  if loss_type not in ("binary", "multi_class"):
+    raise ValueError(f"LovaszLoss: loss_type={loss_type!r}; expected 'binary' or 'multi_class'")
+  _check_reduction(reduction, "LovaszLoss")
+  if not per_image and reduction != "none":
+    raise ValueError(f"LovaszLoss: reduction={reduction!r} with per_image=False; mmseg requires "
+                     "reduction='none' there (one loss for the whole batch)")
+  num_classes = logits.shape[-1]
+  if isinstance(classes, str):
+    if classes not in ("all", "present"):
+      raise ValueError(f"LovaszLoss: classes={classes!r}; expected 'all', 'present' or a list of class indices")
+  elif not all(isinstance(c, (int, np.integer)) and 0 <= c < num_classes for c in classes):
+    raise ValueError(f"LovaszLoss: classes={list(classes)} must be class indices in [0, {num_classes})")
   valid = labels != ignore_index
+  if loss_type == "binary":
+    if num_classes != 1:
+      raise ValueError(f"LovaszLoss(loss_type='binary') takes a one-channel head's logits "
+                       f"(out_channels=1), got {num_classes} channels")
+    flat = lambda x, l, v: _lovasz_hinge_flat(at_least_float32(x).reshape(-1), l.reshape(-1), v.reshape(-1))
+  else:
+    probs = jax.nn.softmax(at_least_float32(logits), axis=-1)
+    cw = _class_weight(class_weight)
+    flat = lambda p, l, v: _lovasz_softmax_flat(p.reshape(-1, num_classes), l.reshape(-1),
+                                                v.reshape(-1), classes, cw)
+    logits = probs
   if per_image:
-    per = jax.vmap(lambda p, l, v: _lovasz_softmax_flat(p.reshape(-1, c), l.reshape(-1), v.reshape(-1), cw))
-    return per(probs, labels, valid).mean()
-  return _lovasz_softmax_flat(probs.reshape(-1, c), labels.reshape(-1), valid.reshape(-1), cw)
+    per = jax.vmap(flat)(logits, labels, valid)
+    return per.sum() if reduction == "sum" else per.mean()
+  return flat(logits, labels, valid)
 
 
 def tversky_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0, alpha=0.3,
@@ -210,11 +270,25 @@ def tversky_loss(logits, labels, ignore_index=255, class_weight=None, smooth=1.0
   return per_class.sum() / num_classes
 
 
-def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
-  """mmseg ``accuracy`` (top-1, percent) over non-ignored pixels."""
-  valid = labels != ignore_index
-  correct = (jnp.argmax(logits, -1) == labels) & valid
-  return 100.0 * correct.sum() / jnp.maximum(valid.sum(), 1)
+def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int | None = 255, topk=1,
+             thresh: float | None = None):
+  """mmseg ``accuracy`` in percent over non-ignored pixels (every pixel if ``ignore_index`` is
+  None): a pixel counts when its label is among the ``topk`` highest logits (channels last), and
+  with ``thresh`` only where that logit exceeds it. ``topk`` an int gives one value, a tuple one
+  per k. mmseg adds float32's eps to both counts (all ignored: 100)."""
+  ks = (topk,) if isinstance(topk, int) else tuple(topk)
+  if max(ks) > logits.shape[-1]:
+    raise ValueError(f"accuracy: topk {max(ks)} exceeds the {logits.shape[-1]} classes")
+  values, ranked = jax.lax.top_k(logits, max(ks))
+  correct = ranked == labels[..., None]
+  if thresh is not None:
+    correct = correct & (values > thresh)
+  valid = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
+  correct = correct & valid[..., None]
+  eps = float(np.finfo(np.float32).eps)
+  total = valid.sum() + eps
+  out = tuple(100.0 * (correct[..., :k].sum() + eps) / total for k in ks)
+  return out[0] if isinstance(topk, int) else out
 
 
 def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000,
@@ -255,8 +329,8 @@ LOSSES = {"CrossEntropyLoss": cross_entropy, "DiceLoss": dice_loss, "FocalLoss":
           "LovaszLoss": lovasz_loss, "TverskyLoss": tversky_loss}
 DEFAULT_NAMES = {"CrossEntropyLoss": "loss_ce", "DiceLoss": "loss_dice", "FocalLoss": "loss_focal",
                  "LovaszLoss": "loss_lovasz", "TverskyLoss": "loss_tversky"}
-# Constructor arguments of mmseg's loss classes that segjax's functions do not take.
-_IGNORED_ARGS = {"reduction"}
+# mmseg's DiceLoss and TverskyLoss ignore their own ignore_index (default 255), not the head's.
+_OWN_IGNORE_INDEX = {"DiceLoss", "TverskyLoss"}
 
 
 def _loss_terms(loss_cfg: Any) -> list[Mapping]:
@@ -281,15 +355,18 @@ def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ign
     weight = ohem_weight(logits, labels, ignore_index, **sampler, loss_terms=terms)
   out = {}
   for term in terms:
-    term = {k: v for k, v in term.items() if k not in _IGNORED_ARGS}
     kind = term.pop("type")
     if kind not in LOSSES:
       raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
     name = term.pop("loss_name", DEFAULT_NAMES[kind])
     loss_weight = term.pop("loss_weight", 1.0)
-    term.pop("ignore_index", None)  # the head's ignore_index applies, as in mmseg
-    value = loss_weight * LOSSES[kind](logits, labels, ignore_index=ignore_index, weight=weight, **term)
-    out[name] = out.get(name, 0.0) + value
+    own_ignore = term.pop("ignore_index", 255)
+    term_ignore = own_ignore if kind in _OWN_IGNORE_INDEX else ignore_index
+    try:
+      value = LOSSES[kind](logits, labels, ignore_index=term_ignore, weight=weight, **term)
+    except TypeError as e:  # an argument mmseg's loss class does not take either
+      raise ValueError(f"loss_decode {kind}: {e}") from None
+    out[name] = out.get(name, 0.0) + loss_weight * value
   out["acc_seg"] = accuracy(logits, labels, ignore_index)
   return out
 

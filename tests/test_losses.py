@@ -44,7 +44,9 @@ def test_decode_losses_weight_and_parse_losses_total():
   assert float(logs["aux.loss_ce"]) == pytest.approx(0.4 * per_pixel, rel=1e-5)
   # mmseg's _parse_losses: the total sums keys containing 'loss', not the accuracies.
   assert float(total) == pytest.approx(1.4 * per_pixel, rel=1e-5) and float(logs["loss"]) == float(total)
-  assert float(logs["decode.acc_seg"]) == 0.0
+  # mmseg's accuracy adds float32's eps to both counts: no pixel right is 100 eps / (64 + eps).
+  eps = float(np.finfo(np.float32).eps)
+  assert float(logs["decode.acc_seg"]) == pytest.approx(100 * eps / (64 + eps))
 
 
 def test_terms_sharing_a_loss_name_add_up():
@@ -177,8 +179,205 @@ def test_lovasz_matches_reference(per_image):
     ref = np.mean([_lovasz_reference(probs[i].reshape(-1, 4), labels[i].reshape(-1)) for i in range(2)])
   else:
     ref = _lovasz_reference(probs.reshape(-1, 4), labels.reshape(-1))
-  out = losses.lovasz_loss(jnp.asarray(logits), jnp.asarray(labels), per_image=per_image)
+  out = losses.lovasz_loss(jnp.asarray(logits), jnp.asarray(labels), per_image=per_image,
+                           reduction="mean" if per_image else "none")
   assert float(out) == pytest.approx(ref, rel=1e-5)
+
+
+# mmseg 0.30's lovasz_loss.py restated in torch (its per-pixel filtering, sorting and reductions),
+# the reference for every LovaszLoss option.
+def _torch_lovasz_grad(gt_sorted):
+  gts = gt_sorted.sum()
+  intersection = gts - gt_sorted.float().cumsum(0)
+  union = gts + (1 - gt_sorted).float().cumsum(0)
+  jaccard = 1.0 - intersection / union
+  if len(gt_sorted) > 1:
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+  return jaccard
+
+
+def _torch_lovasz_softmax_flat(probs, labels, classes, class_weight):
+  import torch
+  losses_ = []
+  for c in (list(range(probs.size(1))) if classes in ("all", "present") else classes):
+    fg = (labels == c).float()
+    if classes == "present" and fg.sum() == 0:
+      continue
+    errors = (fg - probs[:, c]).abs()
+    errors_sorted, perm = torch.sort(errors, 0, descending=True)
+    loss = torch.dot(errors_sorted, _torch_lovasz_grad(fg[perm]))
+    losses_.append(loss * class_weight[c] if class_weight is not None else loss)
+  return torch.stack(losses_).mean()
+
+
+def _torch_lovasz_hinge_flat(logits, labels):
+  import torch
+  signs = 2.0 * labels.float() - 1.0
+  errors_sorted, perm = torch.sort(1.0 - logits * signs, dim=0, descending=True)
+  return torch.dot(torch.relu(errors_sorted), _torch_lovasz_grad(labels[perm]))
+
+
+def _torch_lovasz(logits, labels, loss_type, classes, per_image, reduction, class_weight, ignore=255):
+  """mmseg's LovaszLoss.forward on NHWC numpy logits: (B*)H*W pixels, ignored ones removed."""
+  import torch
+  x, y = torch.from_numpy(logits), torch.from_numpy(labels)
+  if loss_type == "multi_class":
+    x = torch.softmax(x, -1)
+
+  def flat(xi, yi):
+    keep = yi.reshape(-1) != ignore
+    if loss_type == "binary":
+      return _torch_lovasz_hinge_flat(xi.reshape(-1)[keep], yi.reshape(-1)[keep])
+    return _torch_lovasz_softmax_flat(xi.reshape(-1, xi.shape[-1])[keep], yi.reshape(-1)[keep],
+                                      classes, class_weight)
+  if not per_image:
+    return float(flat(x, y))
+  per = torch.stack([flat(xi, yi) for xi, yi in zip(x, y)])
+  return float(per.sum() if reduction == "sum" else per.mean())  # 'none': _parse_losses' mean
+
+
+@pytest.mark.parametrize("loss_type,classes,per_image,reduction,class_weight", [
+    ("multi_class", [0, 3], False, "none", None),  # class 3 is absent and still counted
+    ("multi_class", "present", True, "sum", [0.5, 1.0, 2.0, 4.0]),
+    ("multi_class", "all", True, "none", [0.5, 1.0, 2.0, 4.0]),
+    ("binary", "present", False, "none", None),
+    ("binary", "present", True, "mean", None),
+    ("binary", "present", True, "sum", None),
+])
+def test_lovasz_options_match_mmseg(loss_type, classes, per_image, reduction, class_weight):
+  pytest.importorskip("torch")
+  rng = np.random.default_rng(5)
+  channels = 1 if loss_type == "binary" else 4
+  logits = rng.normal(size=(2, 5, 6, channels)).astype(np.float32)
+  labels = rng.integers(0, 2 if loss_type == "binary" else 3, size=(2, 5, 6))
+  labels[0, 0, :4] = 255
+  ref = _torch_lovasz(logits, labels, loss_type, classes, per_image, reduction, class_weight)
+  out = losses.lovasz_loss(jnp.asarray(logits), jnp.asarray(labels), loss_type=loss_type,
+                           classes=classes, per_image=per_image, reduction=reduction,
+                           class_weight=class_weight)
+  assert float(out) == pytest.approx(ref, rel=1e-5)
+  if loss_type == "binary" and per_image and reduction == "mean":  # through a head's loss_decode
+    term = dict(type="LovaszLoss", loss_type="binary", per_image=True, loss_weight=0.5)
+    got = losses.decode_losses(jnp.asarray(logits), jnp.asarray(labels), term)["loss_lovasz"]
+    assert float(got) == pytest.approx(0.5 * ref, rel=1e-5)
+
+
+def test_lovasz_refuses_what_mmseg_refuses():
+  logits, labels = jnp.zeros((1, 2, 2, 3)), jnp.zeros((1, 2, 2), jnp.int32)
+  with pytest.raises(ValueError, match="reduction='none'"):  # mmseg asserts this
+    losses.lovasz_loss(logits, labels)
+  with pytest.raises(ValueError, match="one-channel"):
+    losses.lovasz_loss(logits, labels, loss_type="binary", reduction="none")
+  with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+    losses.lovasz_loss(logits, labels, classes=[0, 3], reduction="none")
+  with pytest.raises(ValueError, match="loss_type"):
+    losses.lovasz_loss(logits, labels, loss_type="multiclass", reduction="none")
+
+
+def _ce_terms(reduction, **kw):
+  return dict(type="CrossEntropyLoss", reduction=reduction, **kw)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid", "focal"])
+def test_loss_reduction_as_mmseg_weight_reduce_loss(kind):
+  # 'sum' sums the (weighted) element losses; 'none' leaves them to _parse_losses, which takes
+  # their mean; 'mean' with avg_non_ignore divides by the valid elements only.
+  torch = pytest.importorskip("torch")
+  F = torch.nn.functional
+  rng = np.random.default_rng(6)
+  logits = rng.normal(size=(2, 3, 4, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, size=(2, 3, 4))
+  labels[0, 0] = 255
+  valid = labels != 255
+  x = torch.from_numpy(logits.transpose(0, 3, 1, 2))
+  if kind == "softmax":
+    per = F.cross_entropy(x, torch.from_numpy(labels), ignore_index=255, reduction="none").numpy()
+    term, n_valid = dict(type="CrossEntropyLoss"), valid.sum()
+  else:
+    target = np.eye(3)[np.where(valid, labels, 0)].transpose(0, 3, 1, 2)
+    t = torch.from_numpy(target)
+    per = F.binary_cross_entropy_with_logits(x.double(), t, reduction="none").numpy()
+    if kind == "focal":
+      p = torch.sigmoid(x.double()).numpy()
+      per = per * (0.5 * target + 0.5 * (1 - target)) * ((1 - p) * target + p * (1 - target)) ** 2
+    per = per * valid[:, None]
+    term = dict(type="FocalLoss") if kind == "focal" else dict(type="CrossEntropyLoss", use_sigmoid=True)
+    n_valid = valid.sum() * 3
+  name = "loss_focal" if kind == "focal" else "loss_ce"
+  run = lambda **kw: float(losses.decode_losses(jnp.asarray(logits), jnp.asarray(labels),
+                                                dict(term, **kw))[name])
+  assert run(reduction="sum") == pytest.approx(per.sum(), rel=1e-5)
+  assert run(reduction="none") == pytest.approx(per.mean(), rel=1e-5)
+  assert run(reduction="mean") == pytest.approx(per.mean(), rel=1e-5)
+  if kind != "focal":
+    assert run(reduction="mean", avg_non_ignore=True) == pytest.approx(per.sum() / n_valid, rel=1e-5)
+    assert run(reduction="none", avg_non_ignore=True) == pytest.approx(per.mean(), rel=1e-5)
+    assert run(reduction="sum", avg_non_ignore=True) == pytest.approx(per.sum(), rel=1e-5)
+  with pytest.raises(ValueError, match="reduction='avg'"):
+    run(reduction="avg")
+
+
+def test_reduction_where_mmseg_has_none_or_no_effect():
+  rng = np.random.default_rng(7)
+  logits = jnp.asarray(rng.normal(size=(2, 3, 4, 3)).astype(np.float32))
+  labels = jnp.asarray(rng.integers(0, 3, size=(2, 3, 4)))
+  with pytest.raises(ValueError, match="TverskyLoss.*reduction"):  # no such argument in mmseg
+    losses.decode_losses(logits, labels, dict(type="TverskyLoss", reduction="sum"))
+  # DiceLoss: the inner per-class mean leaves the outer reduction a scalar; an OHEM sampler's
+  # weights are not passed on (its forward swallows them).
+  dice = lambda **kw: float(losses.decode_losses(logits, labels, dict(type="DiceLoss", **kw))["loss_dice"])
+  plain = dice()
+  assert dice(reduction="sum") == plain and dice(reduction="none") == plain
+  sampled = losses.decode_losses(logits, labels, dict(type="DiceLoss"),
+                                 sampler=dict(type="OHEMPixelSampler", thresh=0.5, min_kept=2))
+  assert float(sampled["loss_dice"]) == pytest.approx(plain, rel=1e-6)
+
+
+def test_dice_uses_its_own_ignore_index():
+  # mmseg's DiceLoss masks with its ignore_index (default 255), not the head's.
+  logits = jnp.log(jnp.array([[[[0.9, 0.1], [0.3, 0.7]]]]))
+  labels = jnp.array([[[0, 1]]])
+  own = float(losses.decode_losses(logits, labels, dict(type="DiceLoss"), ignore_index=1)["loss_dice"])
+  assert own == pytest.approx(float(losses.dice_loss(logits, labels, ignore_index=255)), rel=1e-6)
+  assert own != pytest.approx(float(losses.dice_loss(logits, labels, ignore_index=1)), rel=1e-3)
+
+
+def _torch_accuracy(pred, target, topk=1, thresh=None, ignore_index=None):
+  """mmseg 0.30's accuracy() restated (pred (N, C, ...) torch, target (N, ...))."""
+  import torch
+  ks = (topk,) if isinstance(topk, int) else topk
+  pred_value, pred_label = pred.topk(max(ks), dim=1)
+  pred_label = pred_label.transpose(0, 1)
+  correct = pred_label.eq(target.unsqueeze(0).expand_as(pred_label))
+  if thresh is not None:
+    correct = correct & (pred_value > thresh).t()
+  if ignore_index is not None:
+    correct = correct[:, target != ignore_index]
+  eps = torch.finfo(torch.float32).eps
+  total = (target[target != ignore_index].numel() if ignore_index is not None else target.numel()) + eps
+  res = [float((correct[:k].reshape(-1).float().sum() + eps) * (100.0 / total)) for k in ks]
+  return res[0] if isinstance(topk, int) else tuple(res)
+
+
+@pytest.mark.parametrize("topk,thresh,ignore_index", [(1, None, 255), ((1, 2), None, 255),
+                                                      ((1, 3), 0.2, None), (2, 0.0, 255)])
+def test_accuracy_topk_thresh_match_mmseg(topk, thresh, ignore_index):
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(8)
+  pred = rng.normal(size=(40, 5)).astype(np.float32)  # mmseg's thresh works on (N, C) scores
+  target = rng.integers(0, 5, size=40)
+  target[:6] = 255 if ignore_index is not None else target[:6]
+  ref = _torch_accuracy(torch.from_numpy(pred), torch.from_numpy(target), topk, thresh, ignore_index)
+  out = losses.accuracy(jnp.asarray(pred), jnp.asarray(target), ignore_index, topk=topk, thresh=thresh)
+  np.testing.assert_allclose(np.asarray(out, np.float64), np.asarray(ref), rtol=1e-6)
+  if thresh is None:  # pixels: (N, H, W, C) against mmseg's (N, C, H, W)
+    seg = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(2, 3, 4))
+    labels[0, 0] = 255
+    ref = _torch_accuracy(torch.from_numpy(seg.transpose(0, 3, 1, 2)), torch.from_numpy(labels), topk,
+                          None, 255)
+    out = losses.accuracy(jnp.asarray(seg), jnp.asarray(labels), 255, topk=topk)
+    np.testing.assert_allclose(np.asarray(out, np.float64), np.asarray(ref), rtol=1e-6)
 
 
 def test_tversky_with_alpha_beta_half_is_dice_like():
