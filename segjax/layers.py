@@ -367,13 +367,18 @@ class BatchNorm(nn.Module):
     return y
 
 
-NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "GN": "gn", "LN": "ln"}
+# mmcv's norm types and the name build_norm_layer gives the layer (its abbreviation). SyncBN
+# (torch's) and MMSyncBN (mmcv's) are BatchNorm over the global batch, which BatchNorm is under jit
+# over a batch-sharded mesh; IN is InstanceNorm2d.
+NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "MMSyncBN": "bn", "GN": "gn", "LN": "ln", "IN": "in"}
 
 
 # Keys of mmcv's norm_cfg beyond ``type``: ``requires_grad`` is the optimizer's business (frozen
-# stages); ``eps``/``momentum``/``num_groups`` are passed to the layer as mmcv passes them.
-NORM_KEYS = {"BN": {"requires_grad", "eps", "momentum"}, "GN": {"requires_grad", "eps", "num_groups"},
-             "LN": {"requires_grad", "eps"}}
+# stages); ``eps``/``momentum``/``num_groups``/``affine`` are passed to the layer as mmcv passes them.
+_BN_KEYS = {"requires_grad", "eps", "momentum"}
+NORM_KEYS = {"BN": _BN_KEYS, "SyncBN": _BN_KEYS, "MMSyncBN": _BN_KEYS,
+             "GN": {"requires_grad", "eps", "num_groups"}, "LN": {"requires_grad", "eps"},
+             "IN": {"requires_grad", "eps", "momentum", "affine", "track_running_stats"}}
 
 
 def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
@@ -381,14 +386,23 @@ def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
   kind = norm_cfg["type"]
   if kind not in NORM_NAMES:
     raise ValueError(f"norm_cfg.type={kind!r} is not supported; expected one of {sorted(NORM_NAMES)}")
-  known = NORM_KEYS["BN" if kind == "SyncBN" else kind]
+  known = NORM_KEYS[kind]
   unknown = sorted(set(norm_cfg) - known - {"type"})
   if unknown:
     raise ValueError(f"norm_cfg {norm_cfg} has keys {unknown} that {kind} does not take; expected {sorted(known)}")
   eps = norm_cfg.get("eps", 1e-5)
-  if kind in ("BN", "SyncBN"):
+  if kind in ("BN", "SyncBN", "MMSyncBN"):
     bn = BatchNorm(momentum=norm_cfg.get("momentum", 0.1), epsilon=eps, name=name)
     return lambda x, train: bn(x, use_running_average=(not train) or frozen)
+  if kind == "IN":
+    if norm_cfg.get("track_running_stats", False):
+      raise ValueError(f"norm_cfg {norm_cfg}: InstanceNorm with track_running_stats=True (running "
+                       "statistics at test time) is not supported; mmcv's IN default is False")
+    # torch's InstanceNorm2d: per image and channel over H, W, biased variance; mmcv: affine=False.
+    inorm = nn.GroupNorm(num_groups=None, group_size=1, epsilon=eps, use_fast_variance=False,
+                         use_bias=bool(norm_cfg.get("affine", False)),
+                         use_scale=bool(norm_cfg.get("affine", False)), name=name)
+    return lambda x, train: inorm(x)
   # PyTorch's variance (mean of squared deviations), not flax's default E[x^2] - E[x]^2.
   if kind == "GN":
     gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, use_fast_variance=False,

@@ -185,3 +185,48 @@ def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
   np.testing.assert_allclose(np.asarray(y_inference), yt.detach().numpy().transpose(0, 2, 3, 1), atol=1e-5)
   np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-4)
   np.testing.assert_allclose(np.asarray(dkernel), wt.grad.numpy().transpose(2, 3, 1, 0), atol=1e-3)
+
+
+def _norm_module(cfg, name):
+  import flax.linen as nn
+
+  class Norm(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return layers.norm_layer(cfg, name=name)(x, train)
+  return Norm()
+
+
+def test_mmsyncbn_is_syncbn():
+  """mmcv's MMSyncBN, like torch's SyncBN, is BatchNorm over the global batch (what BatchNorm is
+  under jit over a batch-sharded mesh): the same layer, named 'bn' as mmcv's abbreviation."""
+  x = np.random.default_rng(2).normal(size=(2, 3, 5, 4)).astype(np.float32)
+  outs = []
+  for kind in ("SyncBN", "MMSyncBN"):
+    model = _norm_module({"type": kind, "momentum": 0.01, "requires_grad": True}, layers.NORM_NAMES[kind])
+    variables = model.init(jax.random.PRNGKey(0), x, False)
+    outs.append(model.apply(variables, x, True, mutable=["batch_stats"]))
+  assert jax.tree.map(jnp.shape, outs[0]) == jax.tree.map(jnp.shape, outs[1])
+  jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
+
+
+@pytest.mark.parametrize("cfg", [{"type": "IN"}, {"type": "IN", "affine": True, "eps": 1e-3}])
+def test_instance_norm_matches_torch(cfg):
+  """norm_cfg IN is torch's InstanceNorm2d with mmcv's defaults (affine=False,
+  track_running_stats=False): per image and channel over H, W, in training and evaluation."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(2.0, 3.0, size=(2, 5, 6, 4)).astype(np.float32)
+  ref_t = torch.nn.InstanceNorm2d(4, eps=cfg.get("eps", 1e-5), affine=cfg.get("affine", False))
+  model = _norm_module(cfg, layers.NORM_NAMES["IN"])
+  variables = model.init(jax.random.PRNGKey(0), x, True)
+  if cfg.get("affine"):
+    w, b = rng.normal(size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    ref_t.weight.data, ref_t.bias.data = torch.from_numpy(w), torch.from_numpy(b)
+    variables = {"params": {"in": {"scale": jnp.asarray(w), "bias": jnp.asarray(b)}}}
+  else:
+    assert not variables.get("params")  # no weight, no bias, no running statistics
+  ref = ref_t(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+  for train in (True, False):
+    np.testing.assert_allclose(np.asarray(model.apply(variables, x, train)), ref, atol=1e-5)
+  with pytest.raises(ValueError, match="track_running_stats"):
+    layers.norm_layer({"type": "IN", "track_running_stats": True})
