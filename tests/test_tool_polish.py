@@ -189,7 +189,8 @@ def test_converters_show_progress_on_a_terminal_only(tmp_path, monkeypatch):
   for terminal in (True, False):
     stderr = _Terminal() if terminal else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
-    assert prepare.parallel([(_square, i) for i in range(5)], nproc=2, desc="squaring") == [0, 1, 4, 9, 16]
+    # nproc=1: no fork of this JAX process (tests/test_convert_datasets.py runs --nproc 2).
+    assert prepare.parallel([(_square, i) for i in range(5)], nproc=1, desc="squaring") == [0, 1, 4, 9, 16]
     assert prepare.parallel([(_square, i) for i in range(4)], nproc=1) == [0, 1, 4, 9]
     prepare.extract(archive, str(tmp_path / f"out{terminal}"))
     assert sorted(os.listdir(tmp_path / f"out{terminal}" / "a")) == ["0.txt", "1.txt", "2.txt"]
