@@ -37,7 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.optimizer = sgd()
   # cumulative_iters: mmcv's GradientCumulativeOptimizerHook (one update per that many batches).
-  c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float)), cumulative_iters=1)
+  c.optimizer_config = dict(grad_clip=dict(max_norm=config_dict.placeholder(float), norm_type=2.0),
+                            cumulative_iters=1)
   # mmcv's warmup defaults, so --config.lr_config.warmup=linear works on every config.
   c.lr_config = dict(poly(), warmup=config_dict.placeholder(str), warmup_iters=0, warmup_ratio=0.1)
   # mmcv's momentum_config: policy 'cyclic' (CyclicMomentumUpdaterHook) or None (constant).

@@ -201,3 +201,62 @@ def test_cumulative_iters_update_once_on_the_mean_gradient():
   assert float(first["w"][0]) == 0.0
   second, state = tx.update({"w": jnp.full(1, 3.0)}, state, params)
   assert float(second["w"][0]) == pytest.approx(-0.1 * 0.9 * 2.0)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_grad_clip_norm_types_match_torch_clip_grad_norm(norm_type):
+  # mmcv's OptimizerHook(grad_clip=dict(max_norm, norm_type)) is torch's clip_grad_norm_: the
+  # p-norm of all gradients; above max_norm every gradient times max_norm / (norm + 1e-6).
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  grads = {"a": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32)}
+  for max_norm in (0.5, 1e3):  # clipped, and untouched
+    c = config(dict(policy="fixed"), optimizer=dict(type="SGD", lr=1.0, momentum=0.0, weight_decay=0.0,
+                                                    nesterov=False))
+    c.optimizer_config.grad_clip.max_norm = max_norm
+    c.optimizer_config.grad_clip.norm_type = norm_type
+    tx, _ = optim.build_optimizer(c)
+    params = jax.tree.map(jnp.zeros_like, grads)
+    updates, _ = tx.update(jax.tree.map(jnp.asarray, grads), tx.init(params), params)
+    tensors = [torch.zeros(g.shape, requires_grad=True) for g in grads.values()]
+    for t, g in zip(tensors, grads.values()):
+      t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_norm_(tensors, max_norm, norm_type=norm_type)
+    for t, key in zip(tensors, grads):
+      np.testing.assert_allclose(-np.asarray(updates[key]), t.grad.numpy(), rtol=1e-6)
+
+
+def test_mmseg_optimizer_config_forms_translate():
+  # optimizer_config as mmseg/mmcv configs write it: grad_clip with any norm_type ('inf' too),
+  # GradientCumulativeOptimizerHook with cumulative_iters.
+  from segjax.convert.mmseg_config import to_segjax_config
+  base = dict(model=dict(type="EncoderDecoder"), runner=dict(type="IterBasedRunner", max_iters=10))
+  c = to_segjax_config(dict(base, optimizer_config=dict(grad_clip=dict(max_norm=35, norm_type="inf"))))
+  assert c.optimizer_config.grad_clip.max_norm == 35.0 and c.optimizer_config.grad_clip.norm_type == math.inf
+  c = to_segjax_config(dict(base, optimizer_config=dict(type="GradientCumulativeOptimizerHook",
+                                                        cumulative_iters=4)))
+  assert c.optimizer_config.cumulative_iters == 4 and c.optimizer_config.grad_clip.norm_type == 2.0
+  with pytest.raises(ValueError, match="grad_clip has keys \\['max_nrom'\\]"):
+    to_segjax_config(dict(base, optimizer_config=dict(grad_clip=dict(max_nrom=1))))
+  with pytest.raises(ValueError, match="optimizer_config.type='EMAHook'"):
+    to_segjax_config(dict(base, optimizer_config=dict(type="EMAHook")))
+
+
+def test_cumulative_iters_last_partial_group_updates_at_the_last_iteration():
+  # mmcv's GradientCumulativeOptimizerHook with max_iters 5, cumulative_iters 2: updates after
+  # iterations 1 and 3 (means of two gradients), and after iteration 4, the last, on its own
+  # gradient (the remainder's loss factor is 1), at the lr of iteration 4.
+  c = base_config()
+  c.optimizer = dict(type="SGD", lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False)
+  c.lr_config = dict(policy="poly", power=1.0, min_lr=0.0, by_epoch=False)
+  c.optimizer_config.cumulative_iters = 2
+  c.total_iters = 5
+  tx, _ = optim.build_optimizer(c)
+  params = {"w": jnp.ones(1)}
+  state = tx.init(params)
+  steps = []
+  for g in (1.0, 3.0, 5.0, 7.0, 4.0):
+    update, state = tx.update({"w": jnp.full(1, g)}, state, params)
+    steps.append(float(update["w"][0]))
+  lr = lambda it: 0.1 * (1 - it / 5)
+  np.testing.assert_allclose(steps, [0.0, -lr(1) * 2.0, 0.0, -lr(3) * 6.0, -lr(4) * 4.0], rtol=1e-6)

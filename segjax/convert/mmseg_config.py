@@ -208,13 +208,18 @@ def _optimizer_config(cfg: dict, source: str) -> dict:
   kind = cfg.get("type", "OptimizerHook")
   if kind not in _OPTIMIZER_HOOKS:
     raise ValueError(f"{source}: optimizer_config.type={kind!r}; expected one of {_OPTIMIZER_HOOKS}")
-  clip = cfg.get("grad_clip") or {}
-  if clip.get("norm_type", 2) != 2:
-    raise ValueError(f"{source}: optimizer_config.grad_clip.norm_type={clip['norm_type']!r}; "
-                     "segjax clips the global L2 norm (norm_type=2)")
-  max_norm = clip.get("max_norm")
+  clip = dict(cfg.get("grad_clip") or {})
+  max_norm, norm_type = clip.pop("max_norm", None), clip.pop("norm_type", 2)
+  if clip:  # torch's clip_grad_norm_ also takes error_if_nonfinite / foreach
+    raise ValueError(f"{source}: optimizer_config.grad_clip has keys {sorted(clip)} segjax does not "
+                     "read; expected max_norm and norm_type")
+  try:
+    norm_type = float(norm_type)  # torch accepts 'inf' as well as float('inf')
+  except (TypeError, ValueError):
+    raise ValueError(f"{source}: optimizer_config.grad_clip.norm_type={norm_type!r}; expected a "
+                     "number or 'inf'") from None
   # loss_scale belongs to fp16 training, which segjax replaces by bfloat16 (see IGNORED['fp16']).
-  return dict(grad_clip=dict(max_norm=None if max_norm is None else float(max_norm)),
+  return dict(grad_clip=dict(max_norm=None if max_norm is None else float(max_norm), norm_type=norm_type),
               cumulative_iters=int(cfg.get("cumulative_iters", 1)))
 
 

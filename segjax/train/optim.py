@@ -7,6 +7,8 @@
   biases and ``norm_decay_mult`` for norm weights and biases. Names are matched in mmseg's
   dotted form (``backbone.layer1.0.bn1.weight``). ``constructor='LearningRateDecayOptimizerConstructor'``
   (or mmseg's LayerDecayOptimizerConstructor) scales lr by layer id as mmseg assigns it.
+- ``optimizer_config.grad_clip`` (max_norm, norm_type: any p > 0 or inf) clips as torch's
+  ``clip_grad_norm_``; ``cumulative_iters`` accumulates as mmcv's GradientCumulativeOptimizerHook.
 - Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
   annealing, cyclic, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
   ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
@@ -166,6 +168,26 @@ def layer_decay_multipliers(params, paramwise_cfg: Mapping, backbone_type: str) 
   return traverse_util.unflatten_dict(lr_mult), traverse_util.unflatten_dict(decay_mult)
 
 
+def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> optax.GradientTransformation:
+  """torch's ``clip_grad_norm_`` (mmcv's ``grad_clip``): the ``norm_type``-norm of all gradients
+  (``inf``: the largest magnitude); when it exceeds ``max_norm`` every gradient is scaled by
+  ``max_norm / (norm + 1e-6)``."""
+  norm_type = float(norm_type)
+  if not (norm_type > 0):
+    raise ValueError(f"optimizer_config.grad_clip.norm_type={norm_type}; expected a positive p or inf")
+
+  def clip(updates, params=None):
+    del params
+    leaves = [jnp.abs(u.astype(jnp.float32)) for u in jax.tree.leaves(updates)]
+    if math.isinf(norm_type):
+      total = jnp.max(jnp.stack([jnp.max(g) for g in leaves]))
+    else:
+      total = sum(jnp.sum(g ** norm_type) for g in leaves) ** (1.0 / norm_type)
+    factor = jnp.minimum(max_norm / (total + 1e-6), 1.0)
+    return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+  return optax.stateless(clip)
+
+
 def _scale_by_tree(tree) -> optax.GradientTransformation:
   return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u, m: u * m, updates, tree))
 
@@ -232,14 +254,22 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   else:
     raise ValueError(f"optimizer.type={kind!r} is not supported; expected 'SGD', 'Adam' or 'AdamW'")
   # mmcv's GradientCumulativeOptimizerHook: one update per `every` iterations, on their mean
-  # gradient, at the lr of the iteration it happens in (iterations every-1, 2*every-1, ...).
+  # gradient, at the lr of the iteration it happens in (iterations every-1, 2*every-1, ...); when
+  # total_iters is no multiple of `every`, the last update is the mean of the remaining ones, at
+  # the last iteration.
   every = int(config.optimizer_config.get("cumulative_iters") or 1)
-  update_lr = schedule if every == 1 else (lambda count: schedule(count * every + every - 1))
+  total = int(config.total_iters)
+  last_iter = lambda count: jnp.minimum(count * every + every - 1, total - 1)
+  update_lr = schedule if every == 1 else (lambda count: schedule(last_iter(count)))
   parts = core + [optax.scale_by_learning_rate(update_lr)]
   if lr_mult is not None:
     parts.append(_scale_by_tree(lr_mult))
-  max_norm = config.optimizer_config.grad_clip.max_norm
-  if max_norm:
-    parts.insert(0, optax.clip_by_global_norm(max_norm))
+  clip = config.optimizer_config.grad_clip
+  if clip.max_norm:
+    parts.insert(0, clip_grad_norm(clip.max_norm, clip.get("norm_type", 2.0)))
   tx = optax.chain(*parts)
-  return (tx if every == 1 else optax.MultiSteps(tx, every_k_schedule=every)), schedule
+  if every == 1:
+    return tx, schedule
+  full_updates, remainder = divmod(total, every)
+  group_size = lambda updates_done: jnp.where(updates_done < full_updates, every, remainder)
+  return optax.MultiSteps(tx, every_k_schedule=group_size if remainder else every), schedule
