@@ -193,7 +193,9 @@ def build_segmentor(model_cfg) -> nn.Module:
   """Build the segmentor of an mmseg-style ``model`` config (ConfigDict or dict)."""
   cfg = to_plain(model_cfg)
   cls = lookup(SEGMENTORS, cfg, "model")
-  ignored = {"pretrained", "init_cfg"}  # read by the trainer
+  # The trainer loads model.pretrained into the backbone (train.loop._backbone_pretrained, which
+  # also reads the backbone's own pretrained / init_cfg=Pretrained and refuses a Pretrained here).
+  ignored = {"pretrained", "init_cfg"}
   kwargs = module_kwargs(cls, {k: v for k, v in cfg.items() if k not in ignored}, "model")
   kwargs.pop("build", None)
   # Validate every sub-config now rather than at first trace.

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import time
 from typing import Any, Callable, Sequence
@@ -294,8 +295,9 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
       state = jax.jit(functools.partial(create_train_state, model, tx), out_shardings=state_sharding,
                       compiler_options=init_compiler_options())(rng)
       start_step = 0
-      if model_cfg.get("pretrained"):
-        state = _load_pretrained_backbone(state, model_cfg["pretrained"], model_cfg["backbone"]["type"])
+      if pretrained := _backbone_pretrained(model_cfg):
+        key, path, prefix = pretrained
+        state = _load_pretrained_backbone(state, path, model_cfg["backbone"]["type"], prefix, key)
       if config.load_from:
         loaded = checkpoint.load_variables(config.load_from)
         state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
@@ -377,23 +379,54 @@ def _check_sample(dataset, num_classes: int, samples: int, split: str) -> None:
                     f"(python tools/check_dataset.py checks them all):\n  " + "\n  ".join(problems[:20]))
 
 
-def _load_pretrained_backbone(state: TrainState, path: str, backbone_type: str) -> TrainState:
-  """``model.pretrained``: initialise the backbone from a local .pth (ImageNet classification or
-  mmseg segmentor checkpoint), as mmseg's ``pretrained``/``init_cfg=Pretrained``, with the
-  checkpoint rules of the backbone's family."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"model.pretrained={path!r} is not a local file; segjax does not "
-                            "download weights: fetch the .pth (e.g. open-mmlab://resnet50_v1c) and "
-                            "give its path")
+def _backbone_pretrained(model_cfg) -> tuple[str, str, str | None] | None:
+  """(config key, path, key prefix) of the checkpoint mmseg initialises the backbone from, in any
+  of the forms mmseg configs use: ``model.pretrained``, ``model.backbone.pretrained``, or
+  ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` (mmcls style:
+  only the keys under ``prefix``, without it); None when there is none."""
+  init_cfg = model_cfg.get("init_cfg")
+  if isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained":
+    raise ValueError(f"model.init_cfg=Pretrained({init_cfg.get('checkpoint')!r}) loads a whole segmentor, "
+                     "which segjax does not read from init_cfg: set load_from to the checkpoint instead")
+  backbone = model_cfg.get("backbone") or {}
+  found = [(key, path, None) for key, path in (("model.pretrained", model_cfg.get("pretrained")),
+                                               ("model.backbone.pretrained", backbone.get("pretrained")))
+           if path]
+  init_cfgs = backbone.get("init_cfg") or []
+  for init in init_cfgs if isinstance(init_cfgs, (list, tuple)) else [init_cfgs]:
+    if init.get("type") == "Pretrained":
+      if not init.get("checkpoint"):
+        raise ValueError(f"model.backbone.init_cfg={init}: a Pretrained init_cfg needs checkpoint=PATH")
+      found.append(("model.backbone.init_cfg.checkpoint", init["checkpoint"], init.get("prefix")))
+  if len(found) > 1:
+    raise ValueError("the backbone's pretrained weights are set more than once, which mmseg refuses: "
+                     + ", ".join(f"{key}={path!r}" for key, path, _ in found))
+  return found[0] if found else None
+
+
+def _load_pretrained_backbone(state: TrainState, path: str, backbone_type: str, prefix: str | None = None,
+                              key: str = "model.pretrained") -> TrainState:
+  """Initialise the backbone from the local checkpoint ``path`` (an original release such as
+  an ImageNet classifier, mmseg's converted backbone file, or an mmseg segmentor checkpoint; the
+  release is told by the backbone family's checkpoint rules), as mmseg's ``pretrained``/
+  ``init_cfg=Pretrained``; ``key`` is the config key that named it, for errors."""
+  if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+    raise FileNotFoundError(f"{key}={path!r} is a URL or model-zoo name; segjax does not download "
+                            "weights: download the file and pass its local path")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{key}={path!r}: no such file")
   from segjax.convert import convert_backbone_checkpoint
   target = {"params": state.params["backbone"], "batch_stats": state.batch_stats.get("backbone", {})}
-  loaded = convert_backbone_checkpoint(path, target, backbone_type)
+  try:
+    loaded = convert_backbone_checkpoint(path, target, backbone_type, prefix=prefix)
+  except ValueError as e:
+    raise ValueError(f"{key}: {e}") from e
   params = dict(state.params, backbone=_fit(loaded["params"], state.params["backbone"], "params", path))
   batch_stats = dict(state.batch_stats)
   if "backbone" in batch_stats:
     batch_stats["backbone"] = _fit(loaded.get("batch_stats", {}), batch_stats["backbone"],
                                    "batch_stats", path)
-  logging.info("backbone initialised from %s", path)
+  logging.info("backbone initialised from %s (%s)", path, key)
   return state.replace(params=params, batch_stats=batch_stats)
 
 

@@ -10,6 +10,8 @@ kept as PyTorch stores it, so checkpoints need no rule), ``layers/<i>/ffn/layers
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -18,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import layers
-from segjax.convert import CheckpointRules, cubic_resize_matrix, resize_pos_embed_to_target
+from segjax.convert import (CheckpointMismatchError, CheckpointRules, cubic_resize_matrix,
+                            resize_pos_embed_to_target)
 
 def dense(features: int, name: str, use_bias: bool = True):
   return nn.Dense(features, use_bias=use_bias, kernel_init=layers.linear_init, name=name)
@@ -129,11 +132,89 @@ def out_index_list(out_indices, num_layers: int) -> tuple[int, ...]:
   raise TypeError(f"out_indices={out_indices!r} must be an int, list or tuple")
 
 
+def vit_pos_embed(key, value, target_shape):
+  """mmseg ``VisionTransformer.init_weights`` on a checkpoint ``pos_embed`` of another shape than
+  the model's: the cls position and the last ``pos_size**2`` (``pos_size = int(sqrt(L - 1))``,
+  which drops a distilled DeiT's ``dist_token`` position), the grid resized bicubically."""
+  want = target_shape(key)
+  if want is None or tuple(value.shape) == tuple(want):
+    return {key: value}
+  side = math.isqrt(value.shape[1] - 1)
+  value = jnp.concatenate([value[:, :1], value[:, value.shape[1] - side * side:]], axis=1)
+  return resize_pos_embed_to_target(1)(key, value, target_shape)
+
+
+def if_in_model(key, value, target_shape):
+  """The key as it is if the model has its parameter, else dropped: mmseg's ``strict=False`` load
+  ignores a release's final norm when the model is built with ``final_norm=False``."""
+  return {} if target_shape(key) is None else {key: value}
+
+
+def jax_fused_qkv(state):
+  """vitjax2mmseg.py's in-projection: a block's ``query``/``key``/``value`` kernels (C, heads,
+  head_dim) side by side, (C, 3C), transposed to PyTorch's (3C, C); their biases (heads,
+  head_dim) flattened and concatenated, (3C,)."""
+  out = dict(state)
+  for key in state:
+    match = re.fullmatch(r"(Transformer/encoderblock_\d+/MultiHeadDotProductAttention_1/)query/(kernel|bias)", key)
+    if not match:
+      continue
+    block, leaf = match.groups()
+    names = [f"{block}{part}/{leaf}" for part in ("query", "key", "value")]
+    if any(name not in out for name in names):
+      raise CheckpointMismatchError(f"{key}: the checkpoint lacks {[n for n in names if n not in out]}")
+    parts = [out.pop(name) for name in names]
+    if leaf == "kernel":
+      out[f"{block}in_proj_weight"] = jnp.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1).T
+    else:
+      out[f"{block}in_proj_bias"] = jnp.concatenate([p.reshape(-1) for p in parts])
+  return out
+
+
+# What a released ImageNet ViT holds beyond mmseg's backbone, which mmseg's strict=False load
+# ignores: the classifier (DeiT's distillation head too), timm's pre-logits layer, a pooled-output
+# norm, DeiT's distillation token.
+VIT_CLASSIFIER_KEYS = (r"^head", r"^pre_logits\.", r"^fc_norm\.", r"^dist_token$")
+VIT_TRANSFORMS = ((r"^pos_embed$", vit_pos_embed), (r"^ln1\.", if_in_model))
+
 # How each release names a VisionTransformer's weights.
 CHECKPOINT_RULES = {
     # mmseg's checkpoints; a position table of another image size is resized bicubically to the
     # model's grid, as mmseg's init_weights does for its ``pretrained`` checkpoints.
     "mmseg": CheckpointRules(transforms=((r"^pos_embed$", resize_pos_embed_to_target(1)),)),
+    # mmseg's backbone files (tools/model_converters/vit2mmseg.py, vitjax2mmseg.py output).
+    "mmseg_pretrain": CheckpointRules(skip=VIT_CLASSIFIER_KEYS, transforms=VIT_TRANSFORMS),
+    # timm's and DeiT's .pth, renamed as vit2mmseg.py renames them.
+    "timm": CheckpointRules(
+        skip=VIT_CLASSIFIER_KEYS,
+        renames=((r"^blocks\.(\d+)\.norm(\d)\.", r"layers.\1.ln\2."),
+                 (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
+                 (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
+                 (r"^blocks\.(\d+)\.attn\.qkv\.", r"layers.\1.attn.attn.in_proj_"),
+                 (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
+                 (r"^norm\.", "ln1."),
+                 (r"^patch_embed\.proj\.", "patch_embed.projection.")),
+        transforms=VIT_TRANSFORMS),
+    # The original JAX ViT / AugReg .npz (Flax names, (in, out) kernels), as vitjax2mmseg.py maps it.
+    "jax": CheckpointRules(
+        combine=jax_fused_qkv,
+        skip=(r"^head/", r"^pre_logits/"),
+        renames=((r"^Transformer/encoderblock_(\d+)/", r"layers.\1."),
+                 (r"^Transformer/encoder_norm/", "ln1."),
+                 (r"^Transformer/posembed_input/pos_embedding$", "pos_embed"),
+                 (r"^embedding/", "patch_embed.projection."),
+                 (r"^cls$", "cls_token"),
+                 (r"LayerNorm_0/", "ln1."),
+                 (r"LayerNorm_2/", "ln2."),
+                 (r"MlpBlock_3/Dense_0/", "ffn.layers.0.0."),
+                 (r"MlpBlock_3/Dense_1/", "ffn.layers.1."),
+                 (r"MultiHeadDotProductAttention_1/out/", "attn.attn.out_proj."),
+                 (r"MultiHeadDotProductAttention_1/in_proj_", "attn.attn.in_proj_"),
+                 (r"\.(scale|kernel)$", ".weight")),
+        transforms=((r"^patch_embed\.projection\.weight$", lambda k, v, _: {k: v.transpose(3, 2, 0, 1)}),
+                    (r"\.out_proj\.weight$", lambda k, v, _: {k: v.reshape(-1, v.shape[-1]).T}),
+                    (r"\.ffn\.layers\.(0\.0|1)\.weight$", lambda k, v, _: {k: v.T}),
+                    *VIT_TRANSFORMS)),
 }
 
 
