@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 
 from segjax import layers
+from segjax.convert import CheckpointRules
 
 GELU = {"type": "GELU"}
 
@@ -110,11 +111,41 @@ class MiTStage(nn.Module):
     return layers.LayerNorm(self.norm_eps, name="2")(x)
 
 
+def linear_to_1x1_conv(key, value, target_shape):
+  """A Linear's (out, in) weight as the (out, in, 1, 1) kernel of the 1x1 conv that replaces it."""
+  return {key: value.reshape(*value.shape, 1, 1)}
+
+
+# How releases of MiT weights name them (segjax.convert: CHECKPOINT_RULES[source]).
+CHECKPOINT_RULES = {
+    "mmseg": CheckpointRules(),
+    # NVlabs SegFormer's ImageNet checkpoints (mit_b0.pth ... mit_b5.pth), renamed as mmseg's
+    # tools/model_converters/mit2mmseg.py does: stage i's ``patch_embed{i}``, ``block{i}`` and
+    # ``norm{i}`` are ``layers.{i-1}.0/1/2``; separate ``attn.q`` and ``attn.kv`` are one
+    # MultiheadAttention in-projection; the Mix-FFN's Linears are 1x1 convs.
+    "imagenet": CheckpointRules(
+        skip=(r"^head\.",),
+        concat=((r"\.attn\.q\.(weight|bias)$", r".attn.kv.\1"),),
+        renames=(
+            (r"^(patch_embed\d+)\.proj\.", r"\1.projection."),
+            *((rf"^{kind}{i + 1}\.", f"layers.{i}.{child}.")
+              for i in range(4) for child, kind in enumerate(("patch_embed", "block", "norm"))),
+            (r"\.attn\.q\.", ".attn.attn.in_proj_"),
+            (r"\.attn\.proj\.", ".attn.attn.out_proj."),
+            (r"\.mlp\.fc1\.", ".ffn.layers.0."),
+            (r"\.mlp\.dwconv\.dwconv\.", ".ffn.layers.1."),
+            (r"\.mlp\.fc2\.", ".ffn.layers.4."),
+        ),
+        transforms=((r"\.ffn\.layers\.[04]\.weight$", linear_to_1x1_conv),)),
+}
+
+
 class MixVisionTransformer(nn.Module):
   """mmseg ``MixVisionTransformer``; returns the NHWC outputs of the stages in ``out_indices``.
   Stage i has ``embed_dims * num_heads[i]`` channels at stride ``prod(strides[:i + 1])``."""
   TINY: ClassVar[dict] = dict(embed_dims=4, num_layers=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
                               drop_path_rate=0.1)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   in_channels: int = 3
   embed_dims: int = 64
   num_stages: int = 4

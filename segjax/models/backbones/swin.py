@@ -190,10 +190,42 @@ class SwinBlockSequence(nn.Module):
     return PatchMerging(**self.downsample, name="downsample")(x), x
 
 
+# Microsoft's PatchMerging concatenates the 2x2 neighbours as (0,0), (1,0), (0,1), (1,1) blocks
+# of C channels; mmseg's (nn.Unfold) interleaves them per channel in (0,0), (0,1), (1,0), (1,1).
+UNFOLD_FROM_MICROSOFT = np.array([0, 2, 1, 3])
+
+
+def merging_reduction_to_unfold(key, value, target_shape):
+  """A Microsoft PatchMerging ``reduction`` weight (2C, 4C) with its input channels in mmseg's
+  unfold order (swin2mmseg.py's ``correct_unfold_reduction_order``)."""
+  out_channels, in_channels = value.shape
+  value = value.reshape(out_channels, 4, in_channels // 4)[:, UNFOLD_FROM_MICROSOFT]
+  return {key: value.transpose(0, 2, 1).reshape(out_channels, in_channels)}
+
+
+def merging_norm_to_unfold(key, value, target_shape):
+  """A Microsoft PatchMerging ``norm`` weight or bias (4C,) in mmseg's unfold order."""
+  return {key: value.reshape(4, -1)[UNFOLD_FROM_MICROSOFT].transpose(1, 0).reshape(-1)}
+
+
 # How releases of Swin weights name them (segjax.convert: CHECKPOINT_RULES[source]).
 CHECKPOINT_RULES = {
     # mmseg's own: ``relative_position_index`` is a buffer segjax computes, not a parameter.
     "mmseg": CheckpointRules(skip=(r"relative_position_index$",)),
+    # microsoft/Swin-Transformer's ImageNet checkpoints (swin_tiny_patch4_window7_224.pth ...),
+    # renamed as mmseg's tools/model_converters/swin2mmseg.py does. The classifier's final
+    # ``norm`` has no place in mmseg's model, whose per-stage output norms ``norm{i}`` the release
+    # does not hold: mmseg's strict=False load leaves them at their initialisation.
+    "imagenet": CheckpointRules(
+        skip=(r"^head\.", r"^norm\.", r"relative_position_index$", r"\.attn_mask$"),
+        renames=((r"^layers\.", "stages."),
+                 (r"\.attn\.", ".attn.w_msa."),
+                 (r"\.mlp\.fc1\.", ".ffn.layers.0.0."),
+                 (r"\.mlp\.fc2\.", ".ffn.layers.1."),
+                 (r"^patch_embed\.proj\.", "patch_embed.projection.")),
+        transforms=((r"\.downsample\.reduction\.weight$", merging_reduction_to_unfold),
+                    (r"\.downsample\.norm\.(weight|bias)$", merging_norm_to_unfold)),
+        keep_initial=(r"^norm\d+$",)),
 }
 
 
