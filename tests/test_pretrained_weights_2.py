@@ -17,6 +17,7 @@ from segjax.convert import (CheckpointMismatchError, convert_backbone_checkpoint
                             family_rules, to_state_dict)
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.swin import SwinTransformer
+from segjax.models.backbones.twins import PCPVT, SVT
 
 torch = pytest.importorskip("torch")
 
@@ -230,3 +231,94 @@ def test_swin_loads_microsoft_imagenet_weights(tmp_path):
           and not k.endswith("attn_mask")}
   want = mmseg_loads(SwinTransformer, used, variables, left_at_init=("norm0", "norm1", "norm2", "norm3"))
   assert_same_leaves(got, want)
+
+
+# ---- Twins PCPVT / SVT: Meituan-AutoML/Twins ------------------------------------------------
+
+def twins_shapes(model, embed_dims, depths, sr_ratios, mlp_ratio=2, patch_sizes=(4, 2, 2, 2),
+                 in_channels=3, num_classes=10):
+  """Key shapes of Twins' ``CPVTV2`` (``model='pcpvt'``) or ``ALTGVT`` (``'svt'``: even blocks
+  ``GroupAttention`` with a fused ``qkv``), gvt.py, with ``qkv_bias=True``."""
+  shapes, previous = {}, in_channels
+  for i, c in enumerate(embed_dims):
+    shapes.update({f"patch_embeds.{i}.proj.weight": (c, previous, patch_sizes[i], patch_sizes[i]),
+                   f"patch_embeds.{i}.proj.bias": (c,),
+                   f"patch_embeds.{i}.norm.weight": (c,), f"patch_embeds.{i}.norm.bias": (c,)})
+    for j in range(depths[i]):
+      block = f"blocks.{i}.{j}."
+      shapes.update({block + "norm1.weight": (c,), block + "norm1.bias": (c,),
+                     block + "attn.proj.weight": (c, c), block + "attn.proj.bias": (c,),
+                     block + "norm2.weight": (c,), block + "norm2.bias": (c,),
+                     block + "mlp.fc1.weight": (mlp_ratio * c, c), block + "mlp.fc1.bias": (mlp_ratio * c,),
+                     block + "mlp.fc2.weight": (c, mlp_ratio * c), block + "mlp.fc2.bias": (c,)})
+      if model == "svt" and j % 2 == 0:
+        shapes.update({block + "attn.qkv.weight": (3 * c, c), block + "attn.qkv.bias": (3 * c,)})
+        continue
+      shapes.update({block + "attn.q.weight": (c, c), block + "attn.q.bias": (c,),
+                     block + "attn.kv.weight": (2 * c, c), block + "attn.kv.bias": (2 * c,)})
+      if sr_ratios[i] > 1:
+        shapes.update({block + "attn.sr.weight": (c, c, sr_ratios[i], sr_ratios[i]),
+                       block + "attn.sr.bias": (c,),
+                       block + "attn.norm.weight": (c,), block + "attn.norm.bias": (c,)})
+    shapes.update({f"pos_block.{i}.proj.0.weight": (c, 1, 3, 3), f"pos_block.{i}.proj.0.bias": (c,)})
+    previous = c
+  shapes.update({"norm.weight": (previous,), "norm.bias": (previous,),
+                 "head.weight": (num_classes, previous), "head.bias": (num_classes,)})
+  return shapes
+
+
+def twins2mmseg(model, ckpt):
+  """mmseg's tools/model_converters/twins2mmseg.py ``convert_twins``, as written there."""
+  new_ckpt = {}
+  for k, v in list(ckpt.items()):
+    new_v = v
+    if k.startswith("head"):
+      continue
+    elif k.startswith("patch_embeds"):
+      new_k = k.replace("proj.", "projection.") if "proj." in k else k
+    elif k.startswith("blocks"):
+      if "attn.q." in k:
+        new_k = k.replace("q.", "attn.in_proj_")
+        new_v = torch.cat([v, ckpt[k.replace("attn.q.", "attn.kv.")]], dim=0)
+      elif "mlp.fc1" in k:
+        new_k = k.replace("mlp.fc1", "ffn.layers.0.0")
+      elif "mlp.fc2" in k:
+        new_k = k.replace("mlp.fc2", "ffn.layers.1")
+      elif model == "pcpvt":
+        new_k = k.replace("proj.", "attn.out_proj.") if "attn.proj." in k else k
+      else:
+        if "attn.proj." in k:
+          k_lst = k.split(".")
+          new_k = k.replace("proj.", "attn.out_proj.") if int(k_lst[2]) % 2 == 1 else k
+        else:
+          new_k = k
+      new_k = new_k.replace("blocks.", "layers.")
+    elif k.startswith("pos_block"):
+      new_k = k.replace("pos_block", "position_encodings")
+      if "proj.0." in new_k:
+        new_k = new_k.replace("proj.0.", "proj.")
+    else:
+      new_k = k
+    if "attn.kv." not in k:
+      new_ckpt[new_k] = new_v
+  return new_ckpt
+
+
+@pytest.mark.parametrize("kind", ["pcpvt", "svt"])
+def test_twins_loads_official_imagenet_weights(tmp_path, kind):
+  embed_dims, depths = (8, 16, 24, 32), (2, 2, 1, 1)
+  if kind == "pcpvt":
+    cls, sr_ratios = PCPVT, (8, 4, 2, 1)
+    model = PCPVT(embed_dims=embed_dims, depths=depths, mlp_ratios=(2,) * 4, qkv_bias=True)
+  else:
+    cls, sr_ratios = SVT, (4, 2, 1, 1)
+    model = SVT(embed_dims=embed_dims, num_heads=(1, 2, 2, 4), depths=depths, mlp_ratios=(2,) * 4,
+                sr_ratios=sr_ratios, windiow_sizes=(3, 3, 3, 3), qkv_bias=True)
+  variables = init(model)
+  release = random_state(twins_shapes(kind, embed_dims, depths, sr_ratios))
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, cls, source="imagenet")
+  converted = twins2mmseg(kind, release)
+  assert "norm.weight" in converted  # the classifier's final norm: not in mmseg's model, ignored
+  used = {k: v for k, v in converted.items() if not k.startswith("norm.")}
+  left_at_init = tuple(f"norm_list.{i}" for i in range(4)) if kind == "svt" else ()
+  assert_same_leaves(got, mmseg_loads(cls, used, variables, left_at_init))

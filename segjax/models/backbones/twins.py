@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import layers
+from segjax.convert import CheckpointRules
 from segjax.models.backbones.mit import EfficientMultiheadAttention
 
 # mmseg builds every encoder layer with LayerNorm(eps=1e-5) and GELU whatever the backbone's
@@ -140,10 +141,33 @@ class ConditionalPositionEncoding(nn.Module):
     return out + x if self.stride == 1 else out
 
 
+def official_rules(out_proj: tuple[str, str]) -> CheckpointRules:
+  """Meituan-AutoML/Twins' ImageNet checkpoints (pcpvt_small.pth, alt_gvt_small.pth ...),
+  renamed as mmseg's tools/model_converters/twins2mmseg.py does; ``out_proj`` renames the output
+  projections of the layers whose attention is a MultiheadAttention. The classifier's final
+  ``norm`` has no place in mmseg's model; SVT's ``norm_list`` the release does not hold: mmseg's
+  strict=False load leaves it at its initialisation."""
+  return CheckpointRules(
+      skip=(r"^head\.", r"^norm\."),
+      concat=((r"\.attn\.q\.(weight|bias)$", r".attn.kv.\1"),),
+      renames=((r"^patch_embeds\.(\d+)\.proj\.", r"patch_embeds.\1.projection."),
+               (r"\.attn\.q\.", ".attn.attn.in_proj_"),
+               out_proj,
+               (r"\.mlp\.fc1\.", ".ffn.layers.0.0."),
+               (r"\.mlp\.fc2\.", ".ffn.layers.1."),
+               (r"^blocks\.", "layers."),
+               (r"^pos_block\.(\d+)\.proj\.0\.", r"position_encodings.\1.proj.")),
+      keep_initial=(r"^norm_list\.\d+$",))
+
+
 class PCPVT(nn.Module):
   """mmseg ``PCPVT``; returns the NHWC outputs of the stages in ``out_indices``."""
   TINY: ClassVar[dict] = dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), mlp_ratios=(2, 2, 2, 2),
                               qkv_bias=True, drop_path_rate=0.1)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = {
+      "mmseg": CheckpointRules(),
+      "imagenet": official_rules((r"\.attn\.proj\.", ".attn.attn.out_proj.")),
+  }
   in_channels: int = 3
   embed_dims: Sequence[int] = (64, 128, 256, 512)
   patch_sizes: Sequence[int] = (4, 2, 2, 2)
@@ -210,6 +234,11 @@ class SVT(PCPVT):
   TINY: ClassVar[dict] = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4), depths=(2, 2, 1, 1),
                               mlp_ratios=(2, 2, 2, 2), sr_ratios=(4, 2, 1, 1), windiow_sizes=(3, 3, 3, 3),
                               qkv_bias=True, drop_path_rate=0.1)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = {
+      "mmseg": CheckpointRules(),
+      # Only the odd (GSA) layers' attention is a MultiheadAttention; the even (LSA) keep ``proj``.
+      "imagenet": official_rules((r"^(blocks\.\d+\.\d*[13579])\.attn\.proj\.", r"\1.attn.attn.out_proj.")),
+  }
   embed_dims: Sequence[int] = (64, 128, 256)
   num_heads: Sequence[int] = (1, 2, 4)
   mlp_ratios: Sequence[int] = (4, 4, 4)
