@@ -15,7 +15,9 @@ from flax import traverse_util
 
 from segjax.convert import (CheckpointMismatchError, convert_backbone_checkpoint, convert_state_dict,
                             family_rules, to_state_dict)
+from segjax.models.backbones.convnext import ConvNeXt
 from segjax.models.backbones.mit import MixVisionTransformer
+from segjax.models.backbones.poolformer import PoolFormer
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.twins import PCPVT, SVT
 
@@ -322,3 +324,72 @@ def test_twins_loads_official_imagenet_weights(tmp_path, kind):
   used = {k: v for k, v in converted.items() if not k.startswith("norm.")}
   left_at_init = tuple(f"norm_list.{i}" for i in range(4)) if kind == "svt" else ()
   assert_same_leaves(got, mmseg_loads(cls, used, variables, left_at_init))
+
+
+# ---- mmcls ConvNeXt and PoolFormer: ImageNet classifiers ------------------------------------
+
+def convnext_shapes(depths, channels, in_channels=3, num_classes=10):
+  """Key shapes of an mmcls ``ImageClassifier`` with a ``ConvNeXt`` backbone (default
+  out_indices=-1: only ``norm3``) and a linear head."""
+  shapes = {"backbone.downsample_layers.0.0.weight": (channels[0], in_channels, 4, 4),
+            "backbone.downsample_layers.0.0.bias": (channels[0],),
+            "backbone.downsample_layers.0.1.weight": (channels[0],),
+            "backbone.downsample_layers.0.1.bias": (channels[0],)}
+  for i, (depth, c) in enumerate(zip(depths, channels)):
+    if i:
+      down = f"backbone.downsample_layers.{i}."
+      shapes.update({down + "0.weight": (channels[i - 1],), down + "0.bias": (channels[i - 1],),
+                     down + "1.weight": (c, channels[i - 1], 2, 2), down + "1.bias": (c,)})
+    for j in range(depth):
+      block = f"backbone.stages.{i}.{j}."
+      shapes.update({block + "depthwise_conv.weight": (c, 1, 7, 7), block + "depthwise_conv.bias": (c,),
+                     block + "norm.weight": (c,), block + "norm.bias": (c,),
+                     block + "pointwise_conv1.weight": (4 * c, c), block + "pointwise_conv1.bias": (4 * c,),
+                     block + "pointwise_conv2.weight": (c, 4 * c), block + "pointwise_conv2.bias": (c,),
+                     block + "gamma": (c,)})
+  shapes.update({"backbone.norm3.weight": (channels[-1],), "backbone.norm3.bias": (channels[-1],),
+                 "head.fc.weight": (num_classes, channels[-1]), "head.fc.bias": (num_classes,)})
+  return shapes
+
+
+def poolformer_shapes(depths, dims, mlp_ratio=4, in_channels=3, num_classes=10):
+  """Key shapes of an mmcls ``ImageClassifier`` with a ``PoolFormer`` backbone (default
+  out_indices=-1: only ``norm6``): network positions 0, 2, 4, 6 are the stages, 1, 3, 5 the
+  downsampling embeddings."""
+  shapes = {"backbone.patch_embed.proj.weight": (dims[0], in_channels, 7, 7),
+            "backbone.patch_embed.proj.bias": (dims[0],)}
+  for i, (depth, c) in enumerate(zip(depths, dims)):
+    for j in range(depth):
+      block = f"backbone.network.{2 * i}.{j}."
+      shapes.update({block + "norm1.weight": (c,), block + "norm1.bias": (c,),
+                     block + "norm2.weight": (c,), block + "norm2.bias": (c,),
+                     block + "mlp.fc1.weight": (mlp_ratio * c, c, 1, 1), block + "mlp.fc1.bias": (mlp_ratio * c,),
+                     block + "mlp.fc2.weight": (c, mlp_ratio * c, 1, 1), block + "mlp.fc2.bias": (c,),
+                     block + "layer_scale_1": (c,), block + "layer_scale_2": (c,)})
+    if i < len(depths) - 1:
+      shapes.update({f"backbone.network.{2 * i + 1}.proj.weight": (dims[i + 1], c, 3, 3),
+                     f"backbone.network.{2 * i + 1}.proj.bias": (dims[i + 1],)})
+  shapes.update({"backbone.norm6.weight": (dims[-1],), "backbone.norm6.bias": (dims[-1],),
+                 "head.fc.weight": (num_classes, dims[-1]), "head.fc.bias": (num_classes,)})
+  return shapes
+
+
+def with_prefix(state, prefix="backbone."):
+  """mmcv's ``_load_checkpoint_with_prefix``: the keys under ``prefix``, without it."""
+  return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("family", ["ConvNeXt", "PoolFormer"])
+def test_mmcls_classifier_weights(tmp_path, family):
+  if family == "ConvNeXt":
+    cls, arch = ConvNeXt, {"depths": (1, 1, 2, 1), "channels": (8, 16, 24, 32)}
+    model = ConvNeXt(arch=arch, out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+    release, norms = random_state(convnext_shapes(**arch)), ("norm0", "norm1", "norm2")
+  else:
+    cls, arch = PoolFormer, {"layers": (1, 1, 2, 1), "embed_dims": (8, 16, 24, 32)}
+    model = PoolFormer(arch=arch, out_indices=(0, 2, 4, 6))
+    release, norms = random_state(poolformer_shapes(arch["layers"], arch["embed_dims"])), ("norm0", "norm2", "norm4")
+  variables = init(model)
+  path = save(tmp_path, release)
+  got = convert_backbone_checkpoint(path, variables, cls, source="mmcls")
+  assert_same_leaves(got, mmseg_loads(cls, with_prefix(release), variables, left_at_init=norms))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax import layers
+from segjax.convert import CheckpointRules
 
 ARCH_SETTINGS = {
     "tiny": {"depths": (3, 3, 9, 3), "channels": (96, 192, 384, 768)},
@@ -64,6 +65,18 @@ class ConvNeXtBlock(nn.Module):
     return x + layers.drop_path(self, out, self.drop_path_rate, train)
 
 
+# How releases of ConvNeXt weights name them (segjax.convert: CHECKPOINT_RULES[source]).
+CHECKPOINT_RULES = {
+    "mmseg": CheckpointRules(),
+    # mmcls's ImageNet classifiers, as mmseg's configs load them (init_cfg=dict(type='Pretrained',
+    # prefix='backbone.')): the ``backbone.`` keys without the prefix. A classifier keeps only its
+    # last output norm (``norm3``); mmseg's strict=False load leaves the other ``norm{i}`` of
+    # its out_indices at their initialisation.
+    "mmcls": CheckpointRules(skip=(r"^(?!backbone\.)",), renames=((r"^backbone\.", ""),),
+                             keep_initial=(r"^norm\d+$",)),
+}
+
+
 class ConvNeXt(nn.Module):
   """mmcls ``ConvNeXt``: ``arch`` a name of ``ARCH_SETTINGS`` or ``dict(depths, channels)``.
   Returns each ``out_indices`` stage normalised by ``norm{i}``: an NHWC map, or with
@@ -72,6 +85,7 @@ class ConvNeXt(nn.Module):
   TINY: ClassVar[dict] = dict(arch={"depths": (1, 1, 2, 1), "channels": (8, 16, 24, 32)},
                               out_indices=(0, 1, 2, 3), drop_path_rate=0.1, layer_scale_init_value=1.0,
                               gap_before_final_norm=False)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   arch: Any = "tiny"
   in_channels: int = 3
   stem_patch_size: int = 4

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax import layers
+from segjax.convert import CheckpointRules
 
 ARCH_SETTINGS = {
     "s12": {"layers": (2, 2, 6, 2), "embed_dims": (64, 128, 320, 512), "mlp_ratios": (4, 4, 4, 4),
@@ -97,6 +98,18 @@ class PatchEmbed(nn.Module):
     return layers.conv2d(self.embed_dim, self.patch_size, self.stride, self.padding, name="proj")(x)
 
 
+# How releases of PoolFormer weights name them (segjax.convert: CHECKPOINT_RULES[source]).
+CHECKPOINT_RULES = {
+    "mmseg": CheckpointRules(),
+    # mmcls's ImageNet classifiers, as mmseg's configs load them (init_cfg=dict(type='Pretrained',
+    # prefix='backbone.')): the ``backbone.`` keys without the prefix. A classifier keeps only its
+    # last output norm (``norm6``); mmseg's strict=False load leaves the other ``norm{i}`` of
+    # its out_indices at their initialisation.
+    "mmcls": CheckpointRules(skip=(r"^(?!backbone\.)",), renames=((r"^backbone\.", ""),),
+                             keep_initial=(r"^norm\d+$",)),
+}
+
+
 class PoolFormer(nn.Module):
   """mmcls ``PoolFormer``: ``arch`` a name of ``ARCH_SETTINGS`` or a dict with ``layers`` and
   ``embed_dims`` (``mlp_ratios``, ``layer_scale_init_value`` optional). ``frozen_stages >= 0``
@@ -104,6 +117,7 @@ class PoolFormer(nn.Module):
   positions of ``network`` with their norms."""
   TINY: ClassVar[dict] = dict(arch={"layers": (1, 1, 2, 1), "embed_dims": (8, 16, 24, 32)},
                               out_indices=(0, 2, 4, 6), drop_path_rate=0.1, frozen_stages=-1)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   arch: Any = "s12"
   pool_size: int = 3
   norm_cfg: dict = None  # GN with one group
