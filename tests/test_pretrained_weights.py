@@ -14,6 +14,7 @@ import pytest
 
 from segjax.convert import (CheckpointMismatchError, convert_backbone_checkpoint, convert_state_dict,
                             to_state_dict)
+from segjax.models.backbones.beit import BEiT, MAE
 from segjax.models.backbones.vit import VisionTransformer
 from segjax.train import loop
 
@@ -210,6 +211,134 @@ def test_jax_npz_of_another_grid(tmp_path):
   mmseg_state = vitjax2mmseg({k: torch.from_numpy(v) for k, v in original.items()}, LAYERS)
   expected = convert_state_dict(mmseg_vit_init_weights(mmseg_state, target), target)
   assert_same(convert_backbone_checkpoint(path, target, "VisionTransformer"), expected)
+
+
+# ---- BEiT and MAE originals (beit2mmseg.py) ---------------------------------------------------
+
+def beit2mmseg(ckpt):
+  """tools/model_converters/beit2mmseg.py convert_beit."""
+  new_ckpt = {}
+  for k, v in ckpt.items():
+    if k.startswith("blocks"):
+      new_key = k.replace("blocks", "layers")
+      if "norm" in new_key:
+        new_key = new_key.replace("norm", "ln")
+      elif "mlp.fc1" in new_key:
+        new_key = new_key.replace("mlp.fc1", "ffn.layers.0.0")
+      elif "mlp.fc2" in new_key:
+        new_key = new_key.replace("mlp.fc2", "ffn.layers.1")
+      new_ckpt[new_key] = v
+    elif k.startswith("patch_embed"):
+      new_ckpt[k.replace("patch_embed.proj", "patch_embed.projection")] = v
+    else:
+      new_ckpt[k] = v
+  return new_ckpt
+
+
+def mmseg_geometric_sequence_interpolation(src_size, dst_size, sequence, num):
+  """mmseg BEiT._geometric_sequence_interpolation, with interp2d(x, y, z, kind='cubic')(dx, dy)
+  replaced as scipy's interp2d transition guide gives it for a regular grid:
+  RectBivariateSpline(x, y, z.T)(dx, dy).T."""
+  from scipy.interpolate import RectBivariateSpline
+
+  def geometric_progression(a, r, n):
+    return a * (1.0 - r**n) / (1.0 - r)
+
+  left, right = 1.01, 1.5
+  while right - left > 1e-6:
+    q = (left + right) / 2.0
+    gp = geometric_progression(1, q, src_size // 2)
+    if gp > dst_size // 2:
+      right = q
+    else:
+      left = q
+  dis = []
+  cur = 1
+  for i in range(src_size // 2):
+    dis.append(cur)
+    cur += q**(i + 1)
+  r_ids = [-_ for _ in reversed(dis)]
+  x = r_ids + [0] + dis
+  y = r_ids + [0] + dis
+  t = dst_size // 2.0
+  dx = np.arange(-t, t + 0.1, 1.0)
+  dy = np.arange(-t, t + 0.1, 1.0)
+  new_sequence = []
+  for i in range(num):
+    z = sequence[:, i].view(src_size, src_size).float().numpy()
+    f = lambda xs, ys, z=z: RectBivariateSpline(x, y, z.T)(xs, ys).T
+    new_sequence.append(torch.Tensor(f(dx, dy)).contiguous().view(-1, 1).to(sequence))
+  return torch.cat(new_sequence, dim=-1)
+
+
+def mmseg_beit_init_weights(state, model_values, window, mae=False):
+  """mmseg BEiT/MAE.init_weights: resize_rel_pos_embed (the index buffers dropped, tables of
+  another size interpolated), MAE's resize_abs_pos_embed, then load_state_dict(strict=False): the
+  model keeps its own value of every key the checkpoint lacks or the model does not have."""
+  state = {k: torch.from_numpy(v) for k, v in state.items() if "relative_position_index" not in k}
+  for key in list(state):
+    if "relative_position_bias_table" in key:
+      rel_pos_bias = state[key]
+      src_num_pos, num_attn_heads = rel_pos_bias.size()
+      dst_num_pos = (2 * window - 1) ** 2 + 3
+      num_extra_tokens = dst_num_pos - (window * 2 - 1) * (window * 2 - 1)
+      src_size = int((src_num_pos - num_extra_tokens)**0.5)
+      dst_size = int((dst_num_pos - num_extra_tokens)**0.5)
+      if src_size != dst_size:
+        extra_tokens = rel_pos_bias[-num_extra_tokens:, :]
+        rel_pos_bias = rel_pos_bias[:-num_extra_tokens, :]
+        new = mmseg_geometric_sequence_interpolation(src_size, dst_size, rel_pos_bias, num_attn_heads)
+        state[key] = torch.cat((new, extra_tokens), dim=0)
+  if mae and "pos_embed" in state:
+    pos = state["pos_embed"]
+    orig_size, new_size = int((pos.shape[-2] - 1)**0.5), window
+    if orig_size != new_size:
+      tokens = pos[:, 1:].reshape(-1, orig_size, orig_size, C).permute(0, 3, 1, 2)
+      tokens = F.interpolate(tokens, size=(new_size, new_size), mode="bicubic", align_corners=False)
+      state["pos_embed"] = torch.cat((pos[:, :1], tokens.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
+  own = to_state_dict(model_values)
+  return {k: state[k].numpy() if k in state else v for k, v in own.items()}
+
+
+def beit_like_state(window, mae=False):
+  state = {"cls_token": rand(1, 1, C), "patch_embed.proj.weight": rand(C, 3, PATCH, PATCH),
+           "patch_embed.proj.bias": rand(C), "head.weight": rand(10, C), "head.bias": rand(10)}
+  state.update({"pos_embed": rand(1, 1 + window * window, C), "norm.weight": rand(C), "norm.bias": rand(C)}
+               if mae else {"fc_norm.weight": rand(C), "fc_norm.bias": rand(C)})
+  for i in range(LAYERS):
+    b = f"blocks.{i}."
+    state.update({b + "norm1.weight": rand(C), b + "norm1.bias": rand(C),
+                  b + "attn.qkv.weight": rand(3 * C, C), b + "attn.proj.weight": rand(C, C),
+                  b + "attn.proj.bias": rand(C), b + "norm2.weight": rand(C), b + "norm2.bias": rand(C),
+                  b + "mlp.fc1.weight": rand(4 * C, C), b + "mlp.fc1.bias": rand(4 * C),
+                  b + "mlp.fc2.weight": rand(C, 4 * C), b + "mlp.fc2.bias": rand(C)})
+    if mae:
+      state[b + "attn.qkv.bias"] = rand(3 * C)
+    else:
+      side = 2 * window - 1
+      state.update({b + "gamma_1": rand(C), b + "gamma_2": rand(C), b + "attn.q_bias": rand(C),
+                    b + "attn.v_bias": rand(C),
+                    b + "attn.relative_position_bias_table": rand(side * side + 3, HEADS),
+                    b + "attn.relative_position_index": np.zeros((window**2 + 1,) * 2, np.int64)})
+  return state
+
+
+@pytest.mark.parametrize("cls", [BEiT, MAE])
+def test_beit_and_mae_originals_of_another_window(tmp_path, cls):
+  mae = cls is MAE
+  # Model values stand for the initialisation that what the release lacks keeps (the final ln1;
+  # MAE's layer scales and relative position tables).
+  model = cls(img_size=32, patch_size=PATCH, embed_dims=C, num_layers=LAYERS, num_heads=HEADS, final_norm=True)
+  model_values = jax.tree.map(lambda s: rand(*s.shape), shapes(model))
+  original = beit_like_state(window=3, mae=mae)  # a 24x24 release for a 32x32 model: window 3 -> 4
+  path = save_pth(tmp_path / f"{cls.__name__}_original.pth", original, wrapper="model")
+  expected = convert_state_dict(mmseg_beit_init_weights(beit2mmseg(original), model_values, 4, mae), model_values)
+  out = convert_backbone_checkpoint(path, model_values, cls.__name__)
+  assert_same(out, expected)
+  np.testing.assert_array_equal(out["params"]["ln1"]["scale"], model_values["params"]["ln1"]["scale"])
+  # mmseg's converted file (pretrain/*.pth) loads alike.
+  converted = save_pth(tmp_path / f"{cls.__name__}_mmseg.pth", beit2mmseg(original))
+  assert_same(convert_backbone_checkpoint(converted, model_values, cls.__name__), expected)
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -15,14 +15,16 @@ position tables are built for; MAE's ``pos_embed`` is not resized either), as in
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from segjax import layers
-from segjax.convert import CheckpointRules
+from segjax.convert import CheckpointMismatchError, CheckpointRules, resize_pos_embed_to_target
 from segjax.models.backbones.vit import LayerStack, out_index_list, pair
 
 
@@ -109,9 +111,81 @@ class BEiTTransformerEncoderLayer(nn.Module):
                                 self.drop_path_rate, train)
 
 
-# How each release names BEiT's / MAE's weights: mmseg keeps each layer's
-# relative_position_index buffer in the state_dict; segjax computes it from the window.
-CHECKPOINT_RULES = {"mmseg": CheckpointRules(skip=(r"relative_position_index$",))}
+def geometric_sequence_interpolation(table: np.ndarray, src_size: int, dst_size: int) -> np.ndarray:
+  """mmseg ``BEiT._geometric_sequence_interpolation``: each head's (src, src) table of relative
+  offsets, sampled at offsets spaced in a geometric progression (ratio q found by bisection so the
+  src/2 steps span dst/2), is interpolated with scipy's bicubic spline (``interp2d(kind='cubic')``,
+  i.e. ``RectBivariateSpline`` of the transposed table, s=0) at the integer offsets -dst/2..dst/2."""
+  from scipy.interpolate import RectBivariateSpline
+
+  left, right = 1.01, 1.5
+  while right - left > 1e-6:
+    q = (left + right) / 2.0
+    if (1.0 - q ** (src_size // 2)) / (1.0 - q) > dst_size // 2:
+      right = q
+    else:
+      left = q
+  distances = np.cumsum([q ** i for i in range(src_size // 2)])  # 1, 1 + q, 1 + q + q^2, ...
+  offsets = np.concatenate([-distances[::-1], [0.0], distances])
+  half = dst_size // 2.0
+  new_offsets = np.arange(-half, half + 0.1, 1.0)
+  heads = [RectBivariateSpline(offsets, offsets, table[:, i].reshape(src_size, src_size).astype(np.float32).T)(
+      new_offsets, new_offsets).T.reshape(-1) for i in range(table.shape[1])]
+  return np.stack(heads, axis=-1).astype(table.dtype)
+
+
+def resize_relative_table(key, value, target_shape):
+  """mmseg ``BEiT.resize_rel_pos_embed``: a ``relative_position_bias_table`` of another window
+  (the last 3 rows, the cls token's, kept as they are) is resampled to the model's square window
+  by ``geometric_sequence_interpolation``."""
+  want = target_shape(key)
+  if want is None or tuple(value.shape) == tuple(want):
+    return {key: value}
+  src_size, dst_size = math.isqrt(value.shape[0] - 3), math.isqrt(want[0] - 3)
+  if dst_size * dst_size != want[0] - 3:
+    raise CheckpointMismatchError(f"{key}: the model's window is not square; mmseg resizes relative "
+                                  "position tables for square windows only")
+  if src_size == dst_size:  # the same window, another head count: the shape check reports it
+    return {key: value}
+  resized = jax.pure_callback(
+      lambda table: geometric_sequence_interpolation(np.asarray(table), src_size, dst_size),
+      jax.ShapeDtypeStruct((dst_size * dst_size, value.shape[1]), value.dtype), value[:-3])
+  return {key: jnp.concatenate([resized, value[-3:]])}
+
+
+# A released BEiT/MAE classifier's parts mmseg's strict=False load ignores: the classifier, the
+# pooled-output norm and the final ``norm`` (beit2mmseg.py keeps its name, so the model's final
+# ``ln1`` keeps its initialisation).
+CLASSIFIER_KEYS = (r"^head\.", r"^fc_norm\.", r"^norm\.", r"relative_position_index$")
+# tools/model_converters/beit2mmseg.py's renames (BEiT's and MAE's original releases).
+BEIT2MMSEG = ((r"^blocks\.(\d+)\.norm(\d)\.", r"layers.\1.ln\2."),
+              (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
+              (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
+              (r"^blocks\.", "layers."),
+              (r"^patch_embed\.proj\.", "patch_embed.projection."))
+
+# How each release names BEiT's weights: mmseg keeps each layer's relative_position_index buffer
+# in the state_dict; segjax computes it from the window.
+CHECKPOINT_RULES = {
+    "mmseg": CheckpointRules(skip=(r"relative_position_index$",)),
+    # beit2mmseg.py's output (mmseg's pretrain/beit_*.pth) and the original BEiT releases
+    # (microsoft/unilm, fine-tuned: per-layer relative position tables), with mmseg's table resize.
+    "mmseg_pretrain": CheckpointRules(skip=CLASSIFIER_KEYS, keep_initial=(r"^ln1$",),
+                                      transforms=((r"relative_position_bias_table$", resize_relative_table),)),
+    "beit": CheckpointRules(skip=CLASSIFIER_KEYS, renames=BEIT2MMSEG, keep_initial=(r"^ln1$",),
+                            transforms=((r"relative_position_bias_table$", resize_relative_table),)),
+}
+# MAE's: its original releases (facebookresearch/mae) hold no layer scales and no relative position
+# tables, which keep their initialisation as in mmseg; the absolute table is resized bicubically.
+MAE_TRANSFORMS = ((r"relative_position_bias_table$", resize_relative_table),
+                  (r"^pos_embed$", resize_pos_embed_to_target(1)))
+MAE_ABSENT = (r"^layers\.\d+$", r"^layers\.\d+\.attn$", r"^ln1$")
+MAE_CHECKPOINT_RULES = {
+    "mmseg": CHECKPOINT_RULES["mmseg"],
+    "mmseg_pretrain": CheckpointRules(skip=CLASSIFIER_KEYS, keep_initial=MAE_ABSENT, transforms=MAE_TRANSFORMS),
+    "mae": CheckpointRules(skip=CLASSIFIER_KEYS, renames=BEIT2MMSEG, keep_initial=MAE_ABSENT,
+                           transforms=MAE_TRANSFORMS),
+}
 
 
 class BEiTBase(nn.Module):
@@ -199,6 +273,7 @@ class MAE(BEiTBase):
   token is prepended, and relative position tables initialised to zeros (MAEAttention)."""
   TINY: ClassVar[dict] = dict(img_size=64, patch_size=16, embed_dims=16, num_layers=3, num_heads=2,
                               out_indices=(1, 2), drop_path_rate=0.1, init_values=1.0)
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = MAE_CHECKPOINT_RULES
   ABSOLUTE_POSITIONS: ClassVar[bool] = True
   ZERO_TABLES: ClassVar[bool] = True
 
