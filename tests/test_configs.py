@@ -288,7 +288,6 @@ def test_mmseg_pipelines_run_on_segjax_datasets(tiny_dataset):
   DefaultFormatBundle) through segjax's loaders, scaled down to the 64 px test images."""
   from segjax.data import loader
   from segjax.data.datasets import build_dataset
-  from segjax.data.transforms import build_pipeline
   base = load_mmseg_config(os.path.join(MMSEG, "_base_", "datasets", "cityscapes.py"))
   train, test = base["train_pipeline"], base["test_pipeline"]
   train[2]["img_scale"], train[3]["crop_size"], train[7]["size"] = (128, 64), (32, 32), (32, 32)
@@ -300,9 +299,35 @@ def test_mmseg_pipelines_run_on_segjax_datasets(tiny_dataset):
   val = build_dataset(dict(folders("val"), pipeline=test))
   batch = next(loader.eval_batches(val, 2))
   assert batch["img"].shape == (2, 64, 64, 3) and batch["gt_semantic_seg"].shape == (2, 64, 64)
-  for path in glob.glob(os.path.join(MMSEG, "_base_", "datasets", "*.py")):
-    cfg = load_mmseg_config(path)
-    build_pipeline(cfg["train_pipeline"]), build_pipeline(cfg["test_pipeline"])
+
+
+def test_dataset_lists_are_concat_datasets(tiny_dataset, tmp_path):
+  """mmseg's build_dataset: a list of dataset dicts (data.train=[...]), or one dict with several
+  img_dirs or split files (ann_dirs paired by position; VOC aug), is a ConcatDataset;
+  separate_eval (default True) is the ConcatDataset's, not the folder datasets'."""
+  import ml_collections
+  import numpy as np
+  from segjax.data.datasets import ConcatDataset, CustomDataset, build_dataset, build_split
+  steps = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]
+  train = dict(type="SyntheticDataset", data_root=tiny_dataset, img_dir="img_dir/train",
+               ann_dir="ann_dir/train", pipeline=steps)
+  val = dict(train, img_dir="img_dir/val", ann_dir="ann_dir/val")
+  data = ml_collections.ConfigDict(dict(train=[train, val]))  # as a segjax config holds it
+  both = build_split(data, "train")
+  assert isinstance(both, ConcatDataset) and len(both) == 16 + 8 and both.separate_eval is True
+  np.testing.assert_array_equal(both.prepare(16)["img"], build_dataset(val).prepare(0)["img"])
+  dirs = build_dataset(dict(train, img_dir=["img_dir/train", "img_dir/val"],
+                            ann_dir=["ann_dir/train", "ann_dir/val"], separate_eval=False))
+  assert [len(d) for d in dirs.datasets] == [16, 8] and dirs.separate_eval is False
+  (tmp_path / "a.txt").write_text("00000\n00003\n")
+  (tmp_path / "b.txt").write_text("00001\n")
+  splits = build_dataset(dict(train, split=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]))
+  assert [d.img_infos[0]["filename"] for d in splits.datasets] == ["00000.png", "00001.png"]
+  assert len(splits) == 3
+  with pytest.raises(ValueError, match=r"img_dir \(2\), ann_dir \(3\)"):
+    build_dataset(dict(train, img_dir=["img_dir/train"] * 2, ann_dir=["ann_dir/train"] * 3))
+  with pytest.raises(ValueError, match="build_dataset"):
+    CustomDataset(steps, img_dir=["img_dir/train"], data_root=tiny_dataset)
 
 
 def test_zoo_entries_from_mmseg_metafiles():

@@ -71,6 +71,58 @@ def test_random_rotate_is_mmcv_imrotate():
   np.testing.assert_array_equal(unrotated["img"], _toy()["img"])
 
 
+def test_random_rotate_auto_bound_grows_the_canvas():
+  # mmcv's imrotate(auto_bound=True): canvas (h cos + w sin) x (h sin + w cos), rounded, so a
+  # quarter turn is exactly np.rot90 (positive angles turn clockwise) and nothing is cut off.
+  import math
+  seg = _toy()["gt_semantic_seg"]
+  for angle, turns in ((90, -1), (-90, 1)):
+    r = build_pipeline([dict(type="RandomRotate", prob=1.0, degree=(angle, angle), auto_bound=True)])(_toy())
+    np.testing.assert_array_equal(r["gt_semantic_seg"], np.rot90(seg, turns))
+    assert r["img"].shape == (45, 30, 3)
+  r = build_pipeline([dict(type="RandomRotate", prob=1.0, degree=(30, 30), auto_bound=True)])(_toy())
+  c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+  assert r["img"].shape[:2] == (round(30 * c + 45 * s), round(30 * s + 45 * c)) == r["gt_semantic_seg"].shape
+  assert (r["gt_semantic_seg"] < 5).sum() == pytest.approx(30 * 45, rel=0.05)  # all pixels kept
+  with pytest.raises(ValueError, match="auto_bound=True conflicts with center"):
+    build_pipeline([dict(type="RandomRotate", prob=1.0, degree=30, auto_bound=True, center=(1, 1))])
+
+
+def test_random_flip_takes_mmsegs_deprecated_flip_ratio():
+  # the reference's tutorial config: dict(type='RandomFlip', flip_ratio=0.5)
+  flipped = build_pipeline([dict(type="RandomFlip", flip_ratio=1.0)])(_toy())
+  np.testing.assert_array_equal(flipped["gt_semantic_seg"], _toy()["gt_semantic_seg"][:, ::-1])
+  assert flipped["flip"] is True
+  kept = build_pipeline([dict(type="RandomFlip", flip_ratio=0.0)])(_toy())
+  np.testing.assert_array_equal(kept["img"], _toy()["img"])
+  with pytest.raises(ValueError, match="not both"):
+    build_pipeline([dict(type="RandomFlip", prob=0.5, flip_ratio=0.5)])
+
+
+def test_formatting_transforms_keep_channels_last():
+  # mmseg's formatting steps make torch tensors and DataContainers; in segjax they keep the numpy
+  # arrays channels-last, giving a 2-D image its channel axis as mmseg's ImageToTensor does.
+  gray = {"img": np.arange(12, dtype=np.uint8).reshape(3, 4), "gt_semantic_seg": np.zeros((3, 4), np.uint8),
+          "seg_fields": ["gt_semantic_seg"], "filename": "a.png", "ori_shape": (3, 4)}
+  out = build_pipeline([
+      dict(type="ImageToTensor", keys=["img"]),
+      dict(type="ToTensor", keys=["gt_semantic_seg"]),
+      dict(type="Transpose", keys=["img"], order=[2, 0, 1]),
+      dict(type="ToDataContainer", fields=(dict(key="img", stack=True), dict(key="gt_semantic_seg"))),
+      dict(type="Collect", keys=["img", "gt_semantic_seg"], meta_keys=["filename", "ori_shape"]),
+  ])(dict(gray))
+  assert out["img"].shape == (3, 4, 1) and out["gt_semantic_seg"].shape == (3, 4)
+  np.testing.assert_array_equal(out["img"][..., 0], gray["img"])
+  assert out["img_metas"] == {"filename": "a.png", "ori_shape": (3, 4)} and set(out) == {"img", "gt_semantic_seg", "img_metas"}
+  assert build_pipeline([dict(type="DefaultFormatBundle")])(dict(gray))["img"].shape == (3, 4, 1)
+  with pytest.raises(ValueError, match=r"Transpose\(order=\(1, 0, 2\)\)"):
+    build_pipeline([dict(type="Transpose", keys=["img"], order=(1, 0, 2))])
+  for step in (dict(type="ToTensor", keys=["gt"]), dict(type="Collect", keys=["img", "gt"]),
+               dict(type="ToDataContainer", fields=[dict(key="gt")])):
+    with pytest.raises(KeyError, match=r"results have no \['gt'\]"):
+      build_pipeline([step])(dict(gray))
+
+
 def test_random_cutout_fills_holes():
   r = build_pipeline([dict(type="RandomCutOut", prob=1.0, n_holes=3, cutout_shape=(4, 5),
                            fill_in=(1, 2, 3), seg_fill_in=255)])(_toy(), np.random.default_rng(1))

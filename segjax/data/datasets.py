@@ -40,14 +40,12 @@ class CustomDataset:
       raise DataError(f"{type(self).__name__}: data_root {data_root!r} does not exist. To prepare "
                       f"it: {self.PREPARE_HINT}")
     join = lambda p: p if p is None or os.path.isabs(p) or data_root is None else os.path.join(data_root, p)
-    self.img_dir = join(img_dir)
-    # mmseg accepts several ann_dirs, each with its own split file (e.g. VOC + SBD aug).
-    self.ann_dir = [join(a) for a in ann_dir] if isinstance(ann_dir, (list, tuple)) else join(ann_dir)
-    self.split = [join(s) for s in split] if isinstance(split, (list, tuple)) else join(split)
-    if isinstance(self.ann_dir, list) and (not isinstance(self.split, list)
-                                           or len(self.split) != len(self.ann_dir)):
-      raise ValueError(f"{type(self).__name__}: {len(self.ann_dir)} ann_dirs need as many split files, "
-                       f"got split={split!r}")
+    for key, value in (("img_dir", img_dir), ("ann_dir", ann_dir), ("split", split)):
+      if isinstance(value, (list, tuple)):  # build_dataset makes these a ConcatDataset, as mmseg
+        raise ValueError(f"{type(self).__name__}: {key} is a list {value!r}; several folders or "
+                         "split files are a ConcatDataset: build it with build_dataset (img_dir or "
+                         "split lists, ann_dir paired with them by position)")
+    self.img_dir, self.ann_dir, self.split = join(img_dir), join(ann_dir), join(split)
     self.img_suffix, self.seg_map_suffix = img_suffix, seg_map_suffix
     self.test_mode = test_mode
     self.ignore_index = pick(ignore_index, "ignore_index")
@@ -103,19 +101,16 @@ class CustomDataset:
     record keeps its label folder (``seg_prefix``)."""
     infos = []
     if self.split is not None:
-      splits = self.split if isinstance(self.split, list) else [self.split]
-      ann_dirs = self.ann_dir if isinstance(self.ann_dir, list) else [self.ann_dir] * len(splits)
-      for split, ann_dir in zip(splits, ann_dirs):
-        if not os.path.exists(split):
-          raise DataError(f"{type(self).__name__}: split file {split!r} does not exist. To prepare "
-                          f"the dataset: {self.PREPARE_HINT}")
-        with open(split) as f:
-          names = [line.strip() for line in f if line.strip()]
-        for name in names:
-          info = {"filename": name + self.img_suffix}
-          if ann_dir is not None:
-            info["ann"] = {"seg_map": name + self.seg_map_suffix, "seg_prefix": ann_dir}
-          infos.append(info)
+      if not os.path.exists(self.split):
+        raise DataError(f"{type(self).__name__}: split file {self.split!r} does not exist. To "
+                        f"prepare the dataset: {self.PREPARE_HINT}")
+      with open(self.split) as f:
+        names = [line.strip() for line in f if line.strip()]
+      for name in names:
+        info = {"filename": name + self.img_suffix}
+        if self.ann_dir is not None:
+          info["ann"] = {"seg_map": name + self.seg_map_suffix, "seg_prefix": self.ann_dir}
+        infos.append(info)
     else:
       for root, _, files in os.walk(self.img_dir, followlinks=True):
         for f in files:
@@ -454,6 +449,17 @@ class iSAIDDataset(CustomDataset):  # noqa: N801  (mmseg's name)
                   "FOLDER -o data/iSAID")
 
 
+class FaceOccludedDataset(CustomDataset):
+  """Occlusion-aware face segmentation (NatOcc / RandOcc / RealOcc): background and face;
+  ``split`` lists the image names."""
+  CLASSES = ("background", "face")
+  PALETTE = ((0, 0, 0), (128, 0, 0))
+  REQUIRES_SPLIT = True
+  PREPARE_HINT = ("build NatOcc_hand_sot, NatOcc_object, RandOcc and RealOcc under "
+                  "data/occlusion-aware-face-dataset as mmseg 0.30's docs/en/dataset_prepare.md "
+                  "('Occlusion-aware Face Dataset') describes")
+
+
 class PackedDataset(CustomDataset):
   """A dataset written by ``tools/pack_dataset.py`` (``segjax.data.packed``): TFDS array_record
   shards holding the original files, read by random access; ``path`` is the folder with
@@ -531,10 +537,14 @@ class RepeatDataset:
 
 
 class ConcatDataset:
-  """mmseg ``ConcatDataset``: several datasets with the same classes, one index space."""
+  """mmseg ``ConcatDataset``: several datasets with the same classes, one index space;
+  ``separate_eval`` (mmseg's default True): evaluated one dataset at a time."""
 
-  def __init__(self, datasets):
-    self.datasets = [build_dataset(d) if isinstance(d, Mapping) else d for d in datasets]
+  def __init__(self, datasets, separate_eval: bool = True):
+    if separate_eval not in (True, False):
+      raise ValueError(f"ConcatDataset: separate_eval must be True or False, got {separate_eval!r}")
+    self.separate_eval = separate_eval
+    self.datasets = [build_dataset(d) if isinstance(d, (Mapping, list, tuple)) else d for d in datasets]
     classes = {tuple(d.CLASSES) for d in self.datasets}
     if len(classes) != 1:
       raise ValueError(f"ConcatDataset: the datasets' classes differ: {sorted(classes)}")
@@ -622,12 +632,44 @@ DATASETS: dict[str, type] = {
     "ISPRSDataset": ISPRSDataset,
     "PotsdamDataset": PotsdamDataset,
     "iSAIDDataset": iSAIDDataset,
+    "FaceOccludedDataset": FaceOccludedDataset,
     "PackedDataset": PackedDataset,
 }
 
 
-def build_dataset(cfg: Mapping[str, Any]) -> CustomDataset:
-  return build_from(DATASETS, to_plain(cfg), "dataset")
+def _concat_dataset(cfg: dict) -> ConcatDataset:
+  """mmseg's ``_concat_dataset``: a dataset dict whose ``img_dir`` or ``split`` is a list is one
+  dataset per entry (``ann_dir``/``split`` lists pair with it by position), concatenated."""
+  img_dir, ann_dir, split = cfg.get("img_dir"), cfg.get("ann_dir"), cfg.get("split")
+  count = lambda v: 0 if v is None else len(v) if isinstance(v, (list, tuple)) else 1
+  n_img, n_ann, n_split = count(img_dir), count(ann_dir), count(split)
+  if (n_img > 1 and (n_ann not in (0, n_img) or n_split not in (0, n_img))) or (
+      n_img <= 1 and not (n_split == n_ann or n_ann <= 1)):
+    raise ValueError(f"dataset {cfg.get('type')}: img_dir ({n_img}), ann_dir ({n_ann}) and split "
+                     f"({n_split}) lists must have the same length (mmseg pairs them by position)")
+  separate_eval = cfg.pop("separate_eval", True)
+  datasets = []
+  for i in range(max(n_split, n_img)):
+    one = dict(cfg)
+    for key, value in (("img_dir", img_dir), ("ann_dir", ann_dir), ("split", split)):
+      if isinstance(value, (list, tuple)):
+        one[key] = value[i]
+    datasets.append(build_dataset(one))
+  return ConcatDataset(datasets, separate_eval)
+
+
+def build_dataset(cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> CustomDataset:
+  """mmseg's ``build_dataset``: a dict by its ``type``; a list of dicts, or a dict with several
+  ``img_dir``s or ``split`` files, is their ConcatDataset."""
+  cfg = to_plain(cfg)
+  if isinstance(cfg, (list, tuple)):
+    return ConcatDataset([build_dataset(c) for c in cfg])
+  if not isinstance(cfg, Mapping):
+    raise ValueError(f"a dataset config is a dict with a 'type' (or a list of them), got {cfg!r}")
+  if cfg.get("type") not in ("RepeatDataset", "MultiImageMixDataset", "ConcatDataset") and (
+      isinstance(cfg.get("img_dir"), (list, tuple)) or isinstance(cfg.get("split"), (list, tuple))):
+    return _concat_dataset(dict(cfg))
+  return build_from(DATASETS, cfg, "dataset")
 
 
 def build_split(data_cfg: Mapping[str, Any], split: str) -> CustomDataset:

@@ -384,19 +384,28 @@ class ResizeToMultiple:
 
 class RandomRotate:
   """Rotate by a uniform angle in ``degree`` (a number d means (-d, d)) with probability ``prob``
-  about the image centre (mmcv ``imrotate``, constant border ``pad_val`` / ``seg_pad_val``)."""
+  about the image centre (mmcv ``imrotate``, constant border ``pad_val`` / ``seg_pad_val``);
+  ``auto_bound`` grows the canvas to hold the whole rotated image, as mmcv: (h sin + w cos) x
+  (h cos + w sin), rounded, the rotation centre moved to the new canvas' centre."""
 
   def __init__(self, prob, degree, pad_val=0, seg_pad_val=255, center=None, auto_bound=False):
-    if auto_bound:
-      raise NotImplementedError("RandomRotate(auto_bound=True) is not supported")
+    if center is not None and auto_bound:
+      raise ValueError("RandomRotate: auto_bound=True conflicts with center (mmcv's imrotate)")
     self.prob = prob
     self.degree = (-degree, degree) if isinstance(degree, (int, float)) else tuple(degree)
     self.pad_val, self.seg_pad_val, self.center = pad_val, seg_pad_val, center
+    self.auto_bound = auto_bound
 
   def _rotate(self, img, angle, border, interpolation):
     h, w = img.shape[:2]
     center = self.center if self.center is not None else ((w - 1) * 0.5, (h - 1) * 0.5)
     matrix = cv2.getRotationMatrix2D(tuple(center), -angle, 1.0)
+    if self.auto_bound:
+      cos, sin = np.abs(matrix[0, 0]), np.abs(matrix[0, 1])
+      new_w, new_h = h * sin + w * cos, h * cos + w * sin
+      matrix[0, 2] += (new_w - w) * 0.5
+      matrix[1, 2] += (new_h - h) * 0.5
+      w, h = int(np.round(new_w)), int(np.round(new_h))
     return cv2.warpAffine(img, matrix, (w, h), flags=_INTERP[interpolation],
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
@@ -622,25 +631,94 @@ class MultiScaleFlipAug:
     return outs[0] if len(outs) == 1 else outs
 
 
+# mmseg's formatting transforms turn numpy arrays into torch tensors (channels first) and
+# DataContainers for its collate. segjax's loader batches the numpy arrays itself, channels last:
+# these transforms keep what they mean for the data (a 2-D image gains its channel axis) and check
+# the keys they name, so mmseg's pipelines run unchanged.
+
+def _channels_last(img):
+  """mmseg's (H, W) -> (H, W, 1) before its transpose to (C, H, W); segjax stays (H, W, C)."""
+  return img[..., None] if img.ndim < 3 else img
+
+
+def _require(results, keys, transform):
+  missing = [k for k in keys if k not in results]
+  if missing:
+    raise KeyError(f"{transform}: results have no {missing} (they have {sorted(results)})")
+
+
 class DefaultFormatBundle:
-  """Accepted for mmseg configs; segjax keeps HWC numpy arrays (no tensors, no DataContainers)."""
+  """mmseg's bundle for ``img`` (CHW tensor) and ``gt_semantic_seg`` (1xHxW int64 tensor):
+  segjax keeps ``img`` as (H, W, C) numpy and the label map as it is."""
 
   def __call__(self, results):
+    if "img" in results:
+      results["img"] = _channels_last(results["img"])
     return results
 
 
 class ImageToTensor:
-  """Accepted for mmseg configs: mmseg makes CHW tensors of ``keys``; segjax keeps HWC numpy."""
+  """mmseg makes (C, H, W) tensors of the images ``keys`` (a 2-D image gets one channel); segjax
+  keeps them (H, W, C)."""
 
   def __init__(self, keys):
     self.keys = tuple(keys)
 
   def __call__(self, results):
+    _require(results, self.keys, "ImageToTensor")
+    for key in self.keys:
+      results[key] = _channels_last(results[key])
+    return results
+
+
+class ToTensor:
+  """mmseg converts ``keys`` to torch tensors; segjax keeps numpy arrays (the keys must exist)."""
+
+  def __init__(self, keys):
+    self.keys = tuple(keys)
+
+  def __call__(self, results):
+    _require(results, self.keys, "ToTensor")
+    return results
+
+
+class Transpose:
+  """mmseg transposes ``keys`` by ``order``; its use is (2, 0, 1), (H, W, C) -> (C, H, W) for
+  torch, which segjax's channels-last layout already is. Another order would change what the
+  model sees and is refused."""
+
+  def __init__(self, keys, order):
+    self.keys, self.order = tuple(keys), tuple(order)
+    if self.order != (2, 0, 1) and self.order != tuple(range(len(self.order))):
+      raise ValueError(f"Transpose(order={self.order}): segjax keeps arrays channels-last; it "
+                       "accepts mmseg's (2, 0, 1) (to channels-first for torch) and the identity")
+
+  def __call__(self, results):
+    _require(results, self.keys, "Transpose")
+    for key in self.keys:
+      if results[key].ndim != len(self.order):
+        raise ValueError(f"Transpose(order={self.order}): results[{key!r}] has shape "
+                         f"{results[key].shape}")
+    return results
+
+
+class ToDataContainer:
+  """mmseg wraps ``fields`` (dicts with ``key`` and DataContainer options) for its collate;
+  segjax's loader stacks the arrays itself (the keys must exist)."""
+
+  def __init__(self, fields=(dict(key="img", stack=True), dict(key="gt_semantic_seg"))):
+    if any("key" not in f for f in fields):
+      raise ValueError(f"ToDataContainer: every field needs a 'key', got {list(fields)}")
+    self.keys = tuple(f["key"] for f in fields)
+
+  def __call__(self, results):
+    _require(results, self.keys, "ToDataContainer")
     return results
 
 
 class Collect:
-  """Keep ``keys`` plus the meta keys, as mmseg's Collect does."""
+  """Keep ``keys`` (each must exist) and ``img_metas``, the ``meta_keys`` among the results, as
+  mmseg's Collect does (mmseg also requires every meta key; segjax skips absent ones)."""
 
   def __init__(self, keys, meta_keys=None):
     self.keys = tuple(keys)
@@ -649,6 +727,7 @@ class Collect:
         "flip_direction", "img_norm_cfg")
 
   def __call__(self, results):
+    _require(results, self.keys, "Collect")
     out = {k: results[k] for k in self.keys}
     out["img_metas"] = {k: results[k] for k in self.meta_keys if k in results}
     return out
@@ -675,6 +754,9 @@ TRANSFORMS: dict[str, type] = {
     "MultiScaleFlipAug": MultiScaleFlipAug,
     "DefaultFormatBundle": DefaultFormatBundle,
     "ImageToTensor": ImageToTensor,
+    "ToTensor": ToTensor,
+    "Transpose": Transpose,
+    "ToDataContainer": ToDataContainer,
     "Collect": Collect,
 }
 
