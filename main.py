@@ -27,9 +27,13 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatica
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _config_spec(argv) -> str | None:
+  return next((a.partition("=")[2] for a in argv if a.startswith("--config=")), None)
+
+
 def _unknown_override(argv) -> str | None:
   """The first ``--config.a.b=value`` whose key the config (``--config=FILE``) does not have."""
-  spec = next((a.partition("=")[2] for a in argv if a.startswith("--config=")), None)
+  spec = _config_spec(argv)
   if spec is None:
     return None
   config = config_lib.load_config(spec)
@@ -46,7 +50,15 @@ def _unknown_override(argv) -> str | None:
 
 def parse_flags(argv):
   """absl's parser, but a bad --config flag ends with one line naming it, not ml_collections'
-  traceback with the key at its end."""
+  traceback with the key at its end; so does a --config file that is no config (a .pth, a
+  directory), which ml_collections would try to import."""
+  spec = _config_spec(argv)
+  if spec:
+    from segjax.convert.mmseg_config import read_config_text
+    try:
+      read_config_text(spec.partition(":")[0])
+    except (OSError, ValueError) as e:
+      sys.exit(f"main.py: {e}")
   try:
     return FLAGS(argv)
   except Exception as e:  # noqa: BLE001 -- any parse failure is the user's flag, not a bug

@@ -119,13 +119,23 @@ def test_every_tool_taking_config_names_a_checkpoint_given_as_config(not_configs
 
 
 def test_image_demo_with_a_checkpoint_as_config_says_so(not_configs, tmp_path):
-  # The command, as a user types it: one line naming the mistake, not a UnicodeDecodeError.
+  # The command, as a user types it: the mistake named, not a UnicodeDecodeError.
   pth, message = not_configs["checkpoint"]
   r = subprocess.run([sys.executable, "tools/image_demo.py", "demo.png", pth, "--out-file", str(tmp_path / "o.png")],
                      cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0
   assert message in r.stderr and "tools/convert_weights.py" in r.stderr
   assert "UnicodeDecodeError" not in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "directory"])
+def test_main_names_a_config_flag_that_is_no_config(kind, not_configs, tmp_path):
+  # ml_collections would import the file: "source code string cannot contain null bytes" for a
+  # .pth, and for a directory an error only when the config is first used.
+  import main
+  path, message = not_configs[kind]
+  with pytest.raises(SystemExit, match=message):
+    main.parse_flags(["main.py", f"--config={path}", f"--workdir={tmp_path}"])
 
 
 # --- units of metrics.jsonl -------------------------------------------------------------------
