@@ -18,6 +18,7 @@ from segjax.convert import (CheckpointMismatchError, convert_backbone_checkpoint
 from segjax.models.backbones.convnext import ConvNeXt
 from segjax.models.backbones.mit import MixVisionTransformer
 from segjax.models.backbones.poolformer import PoolFormer
+from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
 from segjax.models.backbones.swin import SwinTransformer
 from segjax.models.backbones.twins import PCPVT, SVT
 
@@ -47,10 +48,10 @@ def save(tmp_path, state, name="release.pth"):
 def mmseg_loads(cls, mmseg_state: dict, variables, left_at_init: tuple[str, ...] = ()) -> dict:
   """The variables mmseg's backbone holds after loading ``mmseg_state`` (mmseg names) with
   ``strict=False``: every key through the family's mmseg rules, the modules in ``left_at_init``
-  (held by no key) as the model initialised them."""
+  and those under them (held by no key) as the model initialised them."""
   state = {k: v.numpy() for k, v in mmseg_state.items()}
   initial = to_state_dict(variables)
-  state.update({k: v for k, v in initial.items() if k.rsplit(".", 1)[0] in left_at_init})
+  state.update({k: v for k, v in initial.items() if k.startswith(tuple(m + "." for m in left_at_init))})
   return convert_state_dict(state, variables, {"": family_rules(cls, "mmseg")})
 
 
@@ -393,3 +394,115 @@ def test_mmcls_classifier_weights(tmp_path, family):
   path = save(tmp_path, release)
   got = convert_backbone_checkpoint(path, variables, cls, source="mmcls")
   assert_same_leaves(got, mmseg_loads(cls, with_prefix(release), variables, left_at_init=norms))
+
+
+# ---- STDCNet / STDCContextPathNet: MichaelFan01/STDC-Seg ------------------------------------
+
+STDC_STAGE_BLOCKS = {"STDCNet1": (2, 2, 2), "STDCNet2": (4, 5, 3)}
+
+
+def stdc_shapes(stdc_type, base, num_classes=10):
+  """Key shapes of the authors' ``STDCNet813`` / ``STDCNet1446`` ('cat', block_num=4) and the
+  lists of ``features`` indices their aliases ``x2`` ... ``x32`` hold (nets/stdcnet.py)."""
+  def conv_x(prefix, cin, cout, kernel=3):
+    return {prefix + "conv.weight": (cout, cin, kernel, kernel), prefix + "bn.weight": (cout,),
+            prefix + "bn.bias": (cout,), prefix + "bn.running_mean": (cout,),
+            prefix + "bn.running_var": (cout,), prefix + "bn.num_batches_tracked": ()}
+
+  shapes = {**conv_x("features.0.", 3, base // 2), **conv_x("features.1.", base // 2, base)}
+  n, cin = 2, base
+  for i, blocks in enumerate(STDC_STAGE_BLOCKS[stdc_type]):
+    cout = base * 2 ** (i + 2)
+    for j in range(blocks):
+      block = f"features.{n}."
+      shapes.update(conv_x(block + "conv_list.0.", cin, cout // 2, 1))
+      shapes.update(conv_x(block + "conv_list.1.", cout // 2, cout // 4))
+      shapes.update(conv_x(block + "conv_list.2.", cout // 4, cout // 8))
+      shapes.update(conv_x(block + "conv_list.3.", cout // 8, cout // 8))
+      if j == 0:
+        shapes.update({block + "avd_layer.0.weight": (cout // 2, 1, 3, 3),
+                       block + "avd_layer.1.weight": (cout // 2,), block + "avd_layer.1.bias": (cout // 2,),
+                       block + "avd_layer.1.running_mean": (cout // 2,),
+                       block + "avd_layer.1.running_var": (cout // 2,),
+                       block + "avd_layer.1.num_batches_tracked": ()})
+      n, cin = n + 1, cout
+  last = max(1024, base * 16)
+  shapes.update(conv_x("conv_last.", base * 16, last, 1))
+  shapes.update({"fc.weight": (last, last), "bn.weight": (last,), "bn.bias": (last,),
+                 "bn.running_mean": (last,), "bn.running_var": (last,), "bn.num_batches_tracked": (),
+                 "linear.weight": (num_classes, last)})
+  ends = (1, 2, 4, 6, n) if stdc_type == "STDCNet1" else (1, 2, 6, 11, n)
+  aliases = {f"x{2 ** (a + 1)}": list(range(ends[a - 1] if a else 0, ends[a])) for a in range(5)}
+  return shapes, aliases
+
+
+def stdc_release(stdc_type, base):
+  """The authors' state_dict: ``x2`` ... ``x32`` are ``nn.Sequential`` views of ``features``
+  slices, so their keys hold the same tensors."""
+  shapes, aliases = stdc_shapes(stdc_type, base)
+  state = random_state(shapes)
+  for alias, features in aliases.items():
+    for position, n in enumerate(features):
+      state.update({k.replace(f"features.{n}.", f"{alias}.{position}.", 1): v for k, v in state.items()
+                    if k.startswith(f"features.{n}.")})
+  return state
+
+
+def stdc2mmseg(stdc_type, ckpt):
+  """mmseg's tools/model_converters/stdc2mmseg.py ``convert_stdc1`` / ``convert_stdc2`` (the
+  same but for the stage list and ``'features.' in k``), the branches an ImageNet file reaches
+  as written there (``cp.``, arm, head, ffm and conv_out are the segmentation model's)."""
+  stage_lst = (["0", "1", "2.0", "2.1", "3.0", "3.1", "4.0", "4.1"] if stdc_type == "STDCNet1" else
+               ["0", "1", "2.0", "2.1", "2.2", "2.3", "3.0", "3.1", "3.2", "3.3", "3.4", "4.0", "4.1", "4.2"])
+  new_state_dict = {}
+  for k, v in ckpt.items():
+    ori_k, flag = k, False
+    if (k.startswith("features.") if stdc_type == "STDCNet1" else "features." in k):
+      num_layer = int(k.split(".")[1])
+      k = k.replace("features." + str(num_layer) + ".", "stages." + stage_lst[num_layer] + ".")
+      flag = True
+    if "conv_list" in k:
+      k = k.replace("conv_list", "layers")
+      flag = True
+    if "avd_layer." in k:
+      if "avd_layer.0" in k:
+        k = k.replace("avd_layer.0", "avg_pool.conv")
+      elif "avd_layer.1" in k:
+        k = k.replace("avd_layer.1", "avg_pool.bn")
+      flag = True
+    if "conv_last" in k:
+      k = k.replace("conv_last", "final_conv")
+      flag = True
+    if "x" in k:
+      flag = False
+    if flag:
+      new_state_dict[k] = ckpt[ori_k]
+  return new_state_dict
+
+
+@pytest.mark.parametrize("stdc_type, context_path", [("STDCNet1", False), ("STDCNet2", True)])
+def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
+  base = 8
+  backbone = dict(stdc_type=stdc_type, in_channels=3, channels=(4, 8, 32, 64, 128), bottleneck_type="cat",
+                  norm_cfg=dict(type="BN", requires_grad=True), act_cfg=dict(type="ReLU"))
+  if context_path:
+    cls, model = STDCContextPathNet, STDCContextPathNet(
+        backbone_cfg=dict(backbone, type="STDCNet"), last_in_channels=(128, 64), out_channels=8,
+        ffm_cfg=dict(in_channels=40, out_channels=16, scale_factor=4))
+  else:  # with the final conv, which a context path's STDCNet does not have
+    cls, model = STDCNet, STDCNet(**backbone, with_final_conv=True)
+  variables = init(model, 64)
+  release = stdc_release(stdc_type, base)
+  got = convert_backbone_checkpoint(save(tmp_path, release, "STDCNet.pth"), variables, cls,
+                                    source=stdc_type.lower().replace("net", "") + "_imagenet")
+  converted = stdc2mmseg(stdc_type, release)
+  assert "stages.2.0.avg_pool.conv.weight" in converted and not any("x" in k for k in converted)
+  # mmseg's published files (stdc1_20220308, stdc2_20220308) name the avd_layer ``downsample``,
+  # mmseg's STDCModule's name (open-mmlab/mmsegmentation#1418 lists their keys).
+  converted = {k.replace(".avg_pool.", ".downsample."): v for k, v in converted.items()}
+  if context_path:  # mmseg's configs load them into backbone_cfg; the final conv is unused
+    converted = {"backbone." + k: v for k, v in converted.items() if not k.startswith("final_conv.")}
+    want = mmseg_loads(cls, converted, variables, left_at_init=("arms", "convs", "conv_avg", "ffm"))
+  else:
+    want = mmseg_loads(cls, converted, variables)
+  assert_same_leaves(got, want)

@@ -7,6 +7,7 @@ Parameter names follow mmseg's state_dict: ``backbone/stages/0`` and ``/1`` (Con
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, ClassVar, Sequence
 
@@ -138,7 +139,58 @@ class STDCModules(nn.Module):
 # In 'add' fusion mmseg saves each downsampling module's conv twice; segjax keeps ``downsample``.
 # In 'cat' fusion no key has this form (``layers.0`` is then a ConvModule: ``layers.0.conv``).
 SKIP_ADD_DUPLICATES = (r"(^|\.)layers\.0\.1\.",)
-CHECKPOINT_RULES = {"mmseg": CheckpointRules(skip=SKIP_ADD_DUPLICATES)}
+
+
+def only_if_in_model(key, value, target_shape):
+  """The key as it is if the model has its parameter, else nothing: a release's ``final_conv``
+  (the classifier's last ConvX) for an STDCNet built without it, which mmseg's strict=False load
+  ignores."""
+  return {key: value} if target_shape(key) is not None else {}
+
+
+def authors_imagenet_rules(stage_of_feature: Sequence[str]) -> CheckpointRules:
+  """MichaelFan01/STDC-Seg's ImageNet classifiers ('cat' fusion), renamed as mmseg's
+  tools/model_converters/stdc2mmseg.py does: ``features.N`` is ``stages.<stage_of_feature[N]>``,
+  ``conv_list`` the module's ``layers``, ``conv_last`` ``final_conv``; the classifier (``fc``,
+  ``bn``, ``linear``) and the aliases ``x2`` ... ``x32`` of ``features`` are dropped. The
+  downsampling ``avd_layer`` is the module's ``downsample``, as in the files mmseg publishes
+  (stdc2mmseg.py writes it as ``avg_pool``, a name mmseg's STDCModule does not have)."""
+  return CheckpointRules(
+      skip=(r"^(fc|bn|linear|x\d+)\.",),
+      renames=(*((rf"^features\.{n}\.", f"stages.{stage}.") for n, stage in enumerate(stage_of_feature)),
+               (r"\.conv_list\.", ".layers."),
+               (r"\.avd_layer\.0\.", ".downsample.conv."),
+               (r"\.avd_layer\.1\.", ".downsample.bn."),
+               (r"^conv_last\.", "final_conv.")),
+      transforms=((r"(^|\.)final_conv\.", only_if_in_model),))
+
+
+# How releases of STDC weights name them (segjax.convert: CHECKPOINT_RULES[source]).
+CHECKPOINT_RULES = {
+    "mmseg": CheckpointRules(skip=SKIP_ADD_DUPLICATES),
+    # mmseg's converted ImageNet files (stdc1_20220308-5368626c.pth, stdc2_...): STDCNet's own
+    # names, with the classifier's ``final_conv``.
+    "mmseg_pretrain": CheckpointRules(transforms=((r"(^|\.)final_conv\.", only_if_in_model),)),
+    # The authors' STDCNet813M_73.91.tar (STDC1) and STDCNet1446_76.47.tar (STDC2).
+    "stdc1_imagenet": authors_imagenet_rules(("0", "1", "2.0", "2.1", "3.0", "3.1", "4.0", "4.1")),
+    "stdc2_imagenet": authors_imagenet_rules(("0", "1", "2.0", "2.1", "2.2", "2.3", "3.0", "3.1", "3.2",
+                                              "3.3", "3.4", "4.0", "4.1", "4.2")),
+}
+
+
+def within_context_path(rules: CheckpointRules) -> CheckpointRules:
+  """STDCNet ImageNet ``rules`` for the STDCContextPathNet around it (mmseg's configs load them
+  into its ``backbone_cfg``): the STDCNet under ``backbone.``, the context path's own modules
+  left at their initialisation."""
+  return dataclasses.replace(rules, renames=(*rules.renames, (r"^", "backbone.")),
+                             keep_initial=(r"^(arms|convs|conv_avg|ffm)\.",))
+
+
+CONTEXT_PATH_CHECKPOINT_RULES = {
+    "mmseg": CHECKPOINT_RULES["mmseg"],
+    **{source: within_context_path(CHECKPOINT_RULES[source])
+       for source in ("mmseg_pretrain", "stdc1_imagenet", "stdc2_imagenet")},
+}
 
 
 class STDCNet(nn.Module):
@@ -197,7 +249,7 @@ class STDCContextPathNet(nn.Module):
   STDC detail head), refined 1/16, refined 1/8, fusion]."""
   TINY: ClassVar[dict] = dict(backbone_cfg=dict(STDCNet.TINY, type="STDCNet"), last_in_channels=(64, 32),
                               out_channels=8, ffm_cfg=dict(in_channels=24, out_channels=16, scale_factor=4))
-  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CONTEXT_PATH_CHECKPOINT_RULES
   backbone_cfg: dict = None
   last_in_channels: Sequence[int] = (1024, 512)
   out_channels: int = 128
