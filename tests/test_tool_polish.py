@@ -55,6 +55,9 @@ def test_print_config_prints_python_that_loads_back_equal(spec, tmp_path, capsys
   apply_overrides(expected, ["total_iters=123"])
   # The same dicts, lists and tuples: (32, 48) == [32, 48] is False, so tuples must stay tuples.
   assert load_mmseg_config(str(pasted)) == expected.to_dict()
+  # And a config again, wherever CONFIG goes (main.py: --config=configs/mmseg.py:pasted.py).
+  assert load_config(str(pasted)) == expected
+  assert load_config(f"{ROOT}/configs/mmseg.py:{pasted}") == expected
   _tool("print_config.py", spec, "--format", "json")
   assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(load_config(spec).to_dict()))
 

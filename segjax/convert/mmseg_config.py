@@ -280,6 +280,15 @@ def to_segjax_config(mmseg_cfg: dict, name: str = "", source: str = "mmseg confi
 
 
 def config_from_file(path: str):
-  """The segjax config of an mmseg config file (``.py`` with ``_base_``)."""
+  """The segjax config of an mmseg config file (``.py`` with ``_base_``); a file that sets every
+  field of ``segjax.config.base_config`` is a segjax config written out (tools/print_config.py's
+  listing, perhaps edited) and is taken as it is, not translated."""
+  import ml_collections
+  from segjax.config import base_config
+  cfg = load_mmseg_config(path)
+  if set(base_config().keys()) <= set(cfg):
+    config = ml_collections.ConfigDict(cfg)
+    config.lock()
+    return config
   name = os.path.splitext(os.path.basename(path))[0]
-  return to_segjax_config(load_mmseg_config(path), name=name, source=path)
+  return to_segjax_config(cfg, name=name, source=path)
