@@ -3,9 +3,10 @@
   python tools/print_config.py configs/pspnet_cityscapes.py:r101-d8_769x769_80k [--cfg-options a.b=v ...] [--format json]
 
 The default output is Python, mmcv-style: one ``key = dict(...)`` per top-level key, tuples as
-tuples, every value written out (no YAML tags or anchors), so it pastes into a config file;
-``segjax.convert.mmseg_config.load_mmseg_config`` reads it back to the same dicts. ``--format
-json`` prints the same values as JSON (tuples become lists).
+tuples, every value written out (no YAML tags or anchors), so it pastes into a config file.
+Saved as a file it is a CONFIG again, equal to this one (``python main.py
+--config=configs/mmseg.py:printed.py``, or any tool's CONFIG), to run as it is or edited.
+``--format json`` prints the same values as JSON (tuples become lists).
 """
 import argparse
 import json
