@@ -203,14 +203,19 @@ def vitjax2mmseg(jax_weights, num_layer):
   return {k: v.numpy() for k, v in w.items()}
 
 
-def test_jax_npz_of_another_grid(tmp_path):
-  target = shapes(tiny_vit(final_norm=True))
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_jax_npz_of_another_grid(tmp_path, mode):
+  # SETR's ViTs set interpolate_mode='bilinear', which mmseg's init_weights resizes the table with:
+  # the backbone's config dict carries it, as the trainer passes it.
+  backbone = dict(type="VisionTransformer", img_size=32, patch_size=PATCH, embed_dims=C, num_layers=LAYERS,
+                  num_heads=HEADS, final_norm=True, interpolate_mode=mode)
+  target = shapes(tiny_vit(final_norm=True, interpolate_mode=mode))
   original = jax_vit_state(grid=3)
   path = str(tmp_path / "ViT-B_16.npz")
   np.savez(path, **original)
   mmseg_state = vitjax2mmseg({k: torch.from_numpy(v) for k, v in original.items()}, LAYERS)
-  expected = convert_state_dict(mmseg_vit_init_weights(mmseg_state, target), target)
-  assert_same(convert_backbone_checkpoint(path, target, "VisionTransformer"), expected)
+  expected = convert_state_dict(mmseg_vit_init_weights(mmseg_state, target, mode), target)
+  assert_same(convert_backbone_checkpoint(path, target, backbone), expected)
 
 
 # ---- BEiT and MAE originals (beit2mmseg.py) ---------------------------------------------------
@@ -388,7 +393,7 @@ def test_backbone_pretrained_config_forms(tmp_path):
   for model_cfg, key in forms:
     found = loop._backbone_pretrained(model_cfg)
     assert found[0] == key
-    loaded = loop._load_pretrained_backbone(state, found[1], "VisionTransformer", found[2], found[0])
+    loaded = loop._load_pretrained_backbone(state, found[1], model_cfg["backbone"], found[2], found[0])
     assert_same(loaded.params["backbone"], expected)
     np.testing.assert_array_equal(loaded.params["decode_head"]["w"], state.params["decode_head"]["w"])
   assert loop._backbone_pretrained(dict(backbone=dict(vit, init_cfg=dict(type="Kaiming")))) is None

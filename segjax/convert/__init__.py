@@ -392,10 +392,19 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
 
 # ---- rules of a model, checkpoints ----------------------------------------------------------
 
-def family_rules(cls: type, source: str) -> CheckpointRules:
-  """``cls.CHECKPOINT_RULES[source]``: how the ``source`` release names ``cls``'s weights. A class
-  without ``CHECKPOINT_RULES`` takes mmseg's own checkpoints as they are."""
-  declared = getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()})
+def declared_rules(cls: type, cfg: Mapping | None = None) -> dict[str, CheckpointRules]:
+  """``cls.CHECKPOINT_RULES``, or ``cls.checkpoint_rules(cfg)`` for a family whose rules depend on
+  its config ``cfg`` (the ViT resizes a position table with its ``interpolate_mode``). A class
+  without rules takes mmseg's own checkpoints as they are."""
+  if cfg is not None and hasattr(cls, "checkpoint_rules"):
+    return cls.checkpoint_rules(cfg)
+  return getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()})
+
+
+def family_rules(cls: type, source: str, cfg: Mapping | None = None) -> CheckpointRules:
+  """``cls.CHECKPOINT_RULES[source]``: how the ``source`` release names ``cls``'s weights (built
+  with ``cfg``, the module's config, when its rules depend on it)."""
+  declared = declared_rules(cls, cfg)
   if source not in declared:
     raise CheckpointMismatchError(f"{cls.__name__} has checkpoint rules for source(s) "
                                   f"{sorted(declared)}, not {source!r}")
@@ -414,7 +423,7 @@ def checkpoint_rules(model_cfg: Mapping, source: str = "mmseg") -> dict[str, Che
     many = isinstance(cfg, (list, tuple))
     for i, sub in enumerate(cfg if many else [cfg] if cfg else []):
       if sub.get("type") in table:
-        rules[f"{kind}.{i}." if many else f"{kind}."] = family_rules(table[sub["type"]], source)
+        rules[f"{kind}.{i}." if many else f"{kind}."] = family_rules(table[sub["type"]], source, sub)
   return rules
 
 
@@ -435,18 +444,19 @@ def _release_state(state: Mapping, source: str) -> dict:
   return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
 
 
-def _fitting_sources(state: Mapping, flat_target: Mapping, cls: type, path: str) -> list[str]:
+def _fitting_sources(state: Mapping, flat_target: Mapping, cls: type, cfg: Mapping | None,
+                     path: str) -> list[str]:
   """The sources ``cls`` declares whose rules map ``state`` onto the model (shapes only); none
   fitting is an error naming each source's first mismatch."""
   abstract = {k: jax.ShapeDtypeStruct(np.shape(v), jnp.float32) for k, v in state.items()}
   fitting, reasons = [], []
-  for source in getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()}):
+  for source in declared_rules(cls, cfg):
     released = _release_state(abstract, source)
     if not released:
       reasons.append(f"{source}: no key starts with 'backbone.' (not a segmentor checkpoint)")
       continue
     try:
-      _map_state_dict(released, flat_target, {"": family_rules(cls, source)}, jax.eval_shape)
+      _map_state_dict(released, flat_target, {"": family_rules(cls, source, cfg)}, jax.eval_shape)
     except CheckpointMismatchError as e:
       reasons.append(f"{source}: {e.problems[0]}")
     except (ValueError, TypeError) as e:  # a transform given a key of a shape it cannot take
@@ -460,10 +470,11 @@ def _fitting_sources(state: Mapping, flat_target: Mapping, cls: type, path: str)
   return fitting
 
 
-def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str,
+def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type | str | Mapping,
                                 source: str | None = None, prefix: str | None = None) -> dict:
   """Weights for the backbone alone, as mmseg's ``pretrained=``, from a checkpoint of ``source``
-  as the backbone class (or type name) declares it, e.g. ``"imagenet"`` (a classifier whose
+  as the backbone class (or type name, or the backbone's config dict, whose settings some rules
+  follow) declares it, e.g. ``"imagenet"`` (a classifier whose
   head the family's rules drop), ``"mmcls"``, ``"timm"``, or ``"mmseg"``: a segmentor
   checkpoint, whose ``backbone.`` keys are taken with the prefix stripped and the rest ignored.
 
@@ -475,7 +486,9 @@ def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type 
   """
   from segjax.models import BACKBONES
 
-  cls = BACKBONES[backbone] if isinstance(backbone, str) else backbone
+  cfg = backbone if isinstance(backbone, Mapping) else None
+  kind = cfg["type"] if cfg else backbone
+  cls = BACKBONES[kind] if isinstance(kind, str) else kind
   state = load_checkpoint(path)
   if prefix:
     prefix = prefix if prefix.endswith(".") else prefix + "."
@@ -483,10 +496,10 @@ def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type 
     if not state:
       raise CheckpointMismatchError(f"{path}: no key starts with the init_cfg prefix {prefix!r}")
   convert = lambda source: convert_state_dict(_release_state(state, source), backbone_target,
-                                              {"": family_rules(cls, source)})
+                                              {"": family_rules(cls, source, cfg)})
   if source is not None:
     return convert(source)
-  first, *others = _fitting_sources(state, _flatten(backbone_target), cls, path)
+  first, *others = _fitting_sources(state, _flatten(backbone_target), cls, cfg, path)
   converted = convert(first)
   for other in others:
     same = jax.tree.structure(converted) == jax.tree.structure(out := convert(other)) and all(

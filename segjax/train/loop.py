@@ -297,7 +297,7 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
       start_step = 0
       if pretrained := _backbone_pretrained(model_cfg):
         key, path, prefix = pretrained
-        state = _load_pretrained_backbone(state, path, model_cfg["backbone"]["type"], prefix, key)
+        state = _load_pretrained_backbone(state, path, model_cfg["backbone"], prefix, key)
       if config.load_from:
         loaded = checkpoint.load_variables(config.load_from)
         state = state.replace(params=_fit(loaded["params"], state.params, "params", config.load_from),
@@ -404,12 +404,12 @@ def _backbone_pretrained(model_cfg) -> tuple[str, str, str | None] | None:
   return found[0] if found else None
 
 
-def _load_pretrained_backbone(state: TrainState, path: str, backbone_type: str, prefix: str | None = None,
+def _load_pretrained_backbone(state: TrainState, path: str, backbone: str | dict, prefix: str | None = None,
                               key: str = "model.pretrained") -> TrainState:
-  """Initialise the backbone from the local checkpoint ``path`` (an original release such as
-  an ImageNet classifier, mmseg's converted backbone file, or an mmseg segmentor checkpoint; the
-  release is told by the backbone family's checkpoint rules), as mmseg's ``pretrained``/
-  ``init_cfg=Pretrained``; ``key`` is the config key that named it, for errors."""
+  """Initialise the backbone (its config dict, or type name) from the local checkpoint ``path``
+  (an original release such as an ImageNet classifier, mmseg's converted backbone file, or an
+  mmseg segmentor checkpoint; the release is told by the backbone family's checkpoint rules), as
+  mmseg's ``pretrained``/``init_cfg=Pretrained``; ``key`` is the config key that named it."""
   if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
     raise FileNotFoundError(f"{key}={path!r} is a URL or model-zoo name; segjax does not download "
                             "weights: download the file and pass its local path")
@@ -418,7 +418,7 @@ def _load_pretrained_backbone(state: TrainState, path: str, backbone_type: str, 
   from segjax.convert import convert_backbone_checkpoint
   target = {"params": state.params["backbone"], "batch_stats": state.batch_stats.get("backbone", {})}
   try:
-    loaded = convert_backbone_checkpoint(path, target, backbone_type, prefix=prefix)
+    loaded = convert_backbone_checkpoint(path, target, backbone, prefix=prefix)
   except ValueError as e:
     raise ValueError(f"{key}: {e}") from e
   params = dict(state.params, backbone=_fit(loaded["params"], state.params["backbone"], "params", path))

@@ -132,16 +132,23 @@ def out_index_list(out_indices, num_layers: int) -> tuple[int, ...]:
   raise TypeError(f"out_indices={out_indices!r} must be an int, list or tuple")
 
 
-def vit_pos_embed(key, value, target_shape):
-  """mmseg ``VisionTransformer.init_weights`` on a checkpoint ``pos_embed`` of another shape than
-  the model's: the cls position and the last ``pos_size**2`` (``pos_size = int(sqrt(L - 1))``,
-  which drops a distilled DeiT's ``dist_token`` position), the grid resized bicubically."""
-  want = target_shape(key)
-  if want is None or tuple(value.shape) == tuple(want):
-    return {key: value}
-  side = math.isqrt(value.shape[1] - 1)
-  value = jnp.concatenate([value[:, :1], value[:, value.shape[1] - side * side:]], axis=1)
-  return resize_pos_embed_to_target(1)(key, value, target_shape)
+def vit_pos_embed(interpolate_mode: str):
+  """Transform: mmseg ``VisionTransformer.init_weights`` on a checkpoint ``pos_embed`` of another
+  shape than the model's: the cls position and the last ``pos_size**2`` (``pos_size =
+  int(sqrt(L - 1))``, which drops a distilled DeiT's ``dist_token`` position), the grid resized
+  with the model's ``interpolate_mode`` to its (square) grid."""
+  def resize(key, value, target_shape):
+    want = target_shape(key)
+    if want is None or tuple(value.shape) == tuple(want):
+      return {key: value}
+    side, new_side = math.isqrt(value.shape[1] - 1), math.isqrt(want[1] - 1)
+    if new_side * new_side != want[1] - 1:
+      raise CheckpointMismatchError(f"{key}: the model's {want[1] - 1} patch positions are not a "
+                                    "square grid; resize this checkpoint's pos_embed explicitly")
+    grid = value[:, value.shape[1] - side * side:].reshape(1, side, side, value.shape[2])
+    grid = resize_pos_grid(grid, (new_side, new_side), interpolate_mode)
+    return {key: jnp.concatenate([value[:, :1], grid.reshape(1, new_side * new_side, -1)], axis=1)}
+  return resize
 
 
 def if_in_model(key, value, target_shape):
@@ -175,15 +182,18 @@ def jax_fused_qkv(state):
 # ignores: the classifier (DeiT's distillation head too), timm's pre-logits layer, a pooled-output
 # norm, DeiT's distillation token.
 VIT_CLASSIFIER_KEYS = (r"^head", r"^pre_logits\.", r"^fc_norm\.", r"^dist_token$")
-VIT_TRANSFORMS = ((r"^pos_embed$", vit_pos_embed), (r"^ln1\.", if_in_model))
 
-# How each release names a VisionTransformer's weights.
-CHECKPOINT_RULES = {
+
+def release_rules(interpolate_mode: str = "bicubic") -> dict[str, CheckpointRules]:
+  """How each release names a VisionTransformer's weights; a pretrained position table of another
+  grid is resized with ``interpolate_mode``, as the model's own mmseg init_weights does."""
+  transforms = ((r"^pos_embed$", vit_pos_embed(interpolate_mode)), (r"^ln1\.", if_in_model))
+  return {
     # mmseg's checkpoints; a position table of another image size is resized bicubically to the
     # model's grid, as mmseg's init_weights does for its ``pretrained`` checkpoints.
     "mmseg": CheckpointRules(transforms=((r"^pos_embed$", resize_pos_embed_to_target(1)),)),
     # mmseg's backbone files (tools/model_converters/vit2mmseg.py, vitjax2mmseg.py output).
-    "mmseg_pretrain": CheckpointRules(skip=VIT_CLASSIFIER_KEYS, transforms=VIT_TRANSFORMS),
+    "mmseg_pretrain": CheckpointRules(skip=VIT_CLASSIFIER_KEYS, transforms=transforms),
     # timm's and DeiT's .pth, renamed as vit2mmseg.py renames them.
     "timm": CheckpointRules(
         skip=VIT_CLASSIFIER_KEYS,
@@ -194,7 +204,7 @@ CHECKPOINT_RULES = {
                  (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
                  (r"^norm\.", "ln1."),
                  (r"^patch_embed\.proj\.", "patch_embed.projection.")),
-        transforms=VIT_TRANSFORMS),
+        transforms=transforms),
     # The original JAX ViT / AugReg .npz (Flax names, (in, out) kernels), as vitjax2mmseg.py maps it.
     "jax": CheckpointRules(
         combine=jax_fused_qkv,
@@ -214,8 +224,11 @@ CHECKPOINT_RULES = {
         transforms=((r"^patch_embed\.projection\.weight$", lambda k, v, _: {k: v.transpose(3, 2, 0, 1)}),
                     (r"\.out_proj\.weight$", lambda k, v, _: {k: v.reshape(-1, v.shape[-1]).T}),
                     (r"\.ffn\.layers\.(0\.0|1)\.weight$", lambda k, v, _: {k: v.T}),
-                    *VIT_TRANSFORMS)),
-}
+                    *transforms)),
+  }
+
+
+CHECKPOINT_RULES = release_rules()
 
 
 class VisionTransformer(nn.Module):
@@ -250,6 +263,11 @@ class VisionTransformer(nn.Module):
   with_cp: bool = False
   pretrained: Any = None
   init_cfg: Any = None
+
+  @classmethod
+  def checkpoint_rules(cls, cfg) -> dict[str, CheckpointRules]:
+    """The rules for the backbone config ``cfg``: its ``interpolate_mode`` resizes position tables."""
+    return release_rules(cfg.get("interpolate_mode", cls.interpolate_mode))
 
   def position_embedding(self, tokens, hw, pos_embed):
     """mmseg ``_pos_embeding``: add the table, resized when the patch grid is not img_size's."""
