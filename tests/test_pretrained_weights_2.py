@@ -17,6 +17,8 @@ from segjax.convert import (CheckpointMismatchError, convert_backbone_checkpoint
                             family_rules, to_state_dict)
 from segjax.models.backbones.convnext import ConvNeXt
 from segjax.models.backbones.mit import MixVisionTransformer
+from segjax.models.backbones.mobilenet_v2 import MobileNetV2
+from segjax.models.backbones.mobilenet_v3 import MobileNetV3
 from segjax.models.backbones.poolformer import PoolFormer
 from segjax.models.backbones.stdc import STDCContextPathNet, STDCNet
 from segjax.models.backbones.swin import SwinTransformer
@@ -506,3 +508,154 @@ def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
   else:
     want = mmseg_loads(cls, converted, variables)
   assert_same_leaves(got, want)
+
+
+# ---- MobileNetV2 / V3: torchvision's ImageNet classifiers, mmcls's MobileNetV2 ---------------
+
+def bn(prefix, channels):
+  return {prefix + "weight": (channels,), prefix + "bias": (channels,), prefix + "running_mean": (channels,),
+          prefix + "running_var": (channels,), prefix + "num_batches_tracked": ()}
+
+
+def divisible(value, divisor=8):
+  """torchvision's ``_make_divisible``."""
+  new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+  return new + divisor if new < 0.9 * value else new
+
+
+def torchvision_v2_shapes(width_mult, num_classes=10):
+  """Key shapes of torchvision's ``mobilenet_v2(width_mult=...)`` (mobilenetv2.py)."""
+  settings = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1))
+  cin = divisible(32 * width_mult)
+  shapes = {"features.0.0.weight": (cin, 3, 3, 3), **bn("features.0.1.", cin)}
+  n = 1
+  for t, c, blocks in settings:
+    cout = divisible(c * width_mult)
+    for _ in range(blocks):
+      hidden, block = int(round(cin * t)), f"features.{n}.conv."
+      k = 0
+      if t != 1:
+        shapes.update({block + "0.0.weight": (hidden, cin, 1, 1), **bn(block + "0.1.", hidden)})
+        k = 1
+      shapes.update({block + f"{k}.0.weight": (hidden, 1, 3, 3), **bn(block + f"{k}.1.", hidden),
+                     block + f"{k + 1}.weight": (cout, hidden, 1, 1), **bn(block + f"{k + 2}.", cout)})
+      cin, n = cout, n + 1
+  last = divisible(1280 * max(1.0, width_mult))
+  shapes.update({f"features.{n}.0.weight": (last, cin, 1, 1), **bn(f"features.{n}.1.", last),
+                 "classifier.1.weight": (num_classes, last), "classifier.1.bias": (num_classes,)})
+  return shapes
+
+
+# torchvision's _mobilenet_v3_conf: (kernel, expanded, out, use_se) per block, last conv, classifier.
+TORCHVISION_V3 = {
+    "large": (((3, 16, 16, 0), (3, 64, 24, 0), (3, 72, 24, 0), (5, 72, 40, 1), (5, 120, 40, 1),
+               (5, 120, 40, 1), (3, 240, 80, 0), (3, 200, 80, 0), (3, 184, 80, 0), (3, 184, 80, 0),
+               (3, 480, 112, 1), (3, 672, 112, 1), (5, 672, 160, 1), (5, 960, 160, 1), (5, 960, 160, 1)),
+              1280),
+    "small": (((3, 16, 16, 1), (3, 72, 24, 0), (3, 88, 24, 0), (5, 96, 40, 1), (5, 240, 40, 1),
+               (5, 240, 40, 1), (5, 120, 48, 1), (5, 144, 48, 1), (5, 288, 96, 1), (5, 576, 96, 1),
+               (5, 576, 96, 1)), 1024),
+}
+
+
+def torchvision_v3_shapes(arch, num_classes=10):
+  """Key shapes of torchvision's ``mobilenet_v3_<arch>`` (mobilenetv3.py)."""
+  blocks, hidden = TORCHVISION_V3[arch]
+  shapes = {"features.0.0.weight": (16, 3, 3, 3), **bn("features.0.1.", 16)}
+  cin = 16
+  for i, (kernel, mid, cout, se) in enumerate(blocks, 1):
+    block, n = f"features.{i}.block.", 0
+    if mid != cin:
+      shapes.update({block + "0.0.weight": (mid, cin, 1, 1), **bn(block + "0.1.", mid)})
+      n = 1
+    shapes.update({block + f"{n}.0.weight": (mid, 1, kernel, kernel), **bn(block + f"{n}.1.", mid)})
+    if se:
+      squeeze = divisible(mid // 4)
+      n += 1
+      shapes.update({block + f"{n}.fc1.weight": (squeeze, mid, 1, 1), block + f"{n}.fc1.bias": (squeeze,),
+                     block + f"{n}.fc2.weight": (mid, squeeze, 1, 1), block + f"{n}.fc2.bias": (mid,)})
+    shapes.update({block + f"{n + 1}.0.weight": (cout, mid, 1, 1), **bn(block + f"{n + 1}.1.", cout)})
+    cin = cout
+  last, final = len(blocks) + 1, 6 * cin
+  shapes.update({f"features.{last}.0.weight": (final, cin, 1, 1), **bn(f"features.{last}.1.", final),
+                 "classifier.0.weight": (hidden, final), "classifier.0.bias": (hidden,),
+                 "classifier.3.weight": (num_classes, hidden), "classifier.3.bias": (num_classes,)})
+  return shapes
+
+
+def in_flax_layout(value):
+  value = value.numpy()
+  return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+
+
+def check_mapping(got, release, mapping, skipped):
+  """``mapping``'s keys landed on their Flax paths, every model leaf was filled and every key of
+  ``release`` but the ``skipped`` ones (and BatchNorm's step counters) filled one."""
+  flat = traverse_util.flatten_dict(got, sep="/")
+  for key, path in mapping.items():
+    np.testing.assert_array_equal(flat[path], in_flax_layout(release[key]), err_msg=f"{key} -> {path}")
+  used = [k for k in release if not k.endswith("num_batches_tracked") and not k.startswith(skipped)]
+  assert len(used) == len(flat)
+
+
+def test_mobilenet_v2_loads_torchvision_weights(tmp_path):
+  model = MobileNetV2(widen_factor=0.25)
+  variables = init(model)
+  release = random_state(torchvision_v2_shapes(0.25))
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2, source="torchvision")
+  check_mapping(got, release, {
+      "features.0.0.weight": "params/conv1/conv/kernel",
+      "features.0.1.running_mean": "batch_stats/conv1/bn/mean",
+      "features.1.conv.0.0.weight": "params/layer1/0/conv/0/conv/kernel",  # expand_ratio 1: no expand
+      "features.1.conv.1.weight": "params/layer1/0/conv/1/conv/kernel",
+      "features.1.conv.2.bias": "params/layer1/0/conv/1/bn/bias",
+      "features.3.conv.0.0.weight": "params/layer2/1/conv/0/conv/kernel",
+      "features.3.conv.1.0.weight": "params/layer2/1/conv/1/conv/kernel",
+      "features.3.conv.1.1.weight": "params/layer2/1/conv/1/bn/scale",
+      "features.10.conv.2.weight": "params/layer4/3/conv/2/conv/kernel",
+      "features.17.conv.3.running_var": "batch_stats/layer7/0/conv/2/bn/var",
+  }, skipped=("features.18.", "classifier."))
+
+
+def test_mobilenet_v2_loads_mmcls_weights(tmp_path):
+  model = MobileNetV2(widen_factor=0.25)
+  variables = init(model)
+  mmseg_named = to_state_dict(variables)
+  # mmcls's ImageClassifier: the backbone (mmseg's names, plus the last 1x1 conv ``conv2``) and head.
+  release = {"backbone." + k: torch.from_numpy(np.asarray(v) + 1) for k, v in mmseg_named.items()}
+  release.update(random_state({"backbone.conv2.conv.weight": (1280, 80, 1, 1), **bn("backbone.conv2.bn.", 1280),
+                               "head.fc.weight": (10, 1280), "head.fc.bias": (10,)}))
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2, source="mmcls")
+  # mmcv's mmcls:// loader keeps the backbone. keys without the prefix; strict=False drops conv2.
+  assert_same_leaves(got, mmseg_loads(MobileNetV2, {k: v for k, v in with_prefix(release).items()
+                                                    if not k.startswith("conv2.")}, variables))
+
+
+@pytest.mark.parametrize("arch, mapping", [
+    ("large", {"features.0.0.weight": "params/layer0/conv/kernel",
+               "features.1.block.0.0.weight": "params/layer1/depthwise_conv/conv/kernel",
+               "features.1.block.1.1.running_var": "batch_stats/layer1/linear_conv/bn/var",
+               "features.2.block.0.0.weight": "params/layer2/expand_conv/conv/kernel",
+               "features.4.block.1.0.weight": "params/layer4/depthwise_conv/conv/kernel",
+               "features.4.block.2.fc1.weight": "params/layer4/se/conv1/conv/kernel",
+               "features.4.block.2.fc2.bias": "params/layer4/se/conv2/conv/bias",
+               "features.4.block.3.0.weight": "params/layer4/linear_conv/conv/kernel",
+               "features.7.block.2.1.weight": "params/layer7/linear_conv/bn/scale",
+               "features.15.block.3.1.bias": "params/layer15/linear_conv/bn/bias",
+               "features.16.0.weight": "params/layer16/conv/kernel"}),
+    ("small", {"features.1.block.0.0.weight": "params/layer1/depthwise_conv/conv/kernel",
+               "features.1.block.1.fc1.weight": "params/layer1/se/conv1/conv/kernel",
+               "features.1.block.2.0.weight": "params/layer1/linear_conv/conv/kernel",
+               "features.2.block.0.1.running_mean": "batch_stats/layer2/expand_conv/bn/mean",
+               "features.2.block.2.0.weight": "params/layer2/linear_conv/conv/kernel",
+               "features.11.block.2.fc2.weight": "params/layer11/se/conv2/conv/kernel",
+               "features.12.1.bias": "params/layer12/bn/bias"}),
+])
+def test_mobilenet_v3_loads_torchvision_weights(tmp_path, arch, mapping):
+  model = MobileNetV3(arch=arch, out_indices=(1, 3, 16) if arch == "large" else (0, 1, 12),
+                      norm_cfg=dict(type="BN", eps=0.001))
+  variables = init(model)
+  release = random_state(torchvision_v3_shapes(arch))
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV3,
+                                    source=f"torchvision_{arch}")
+  check_mapping(got, release, mapping, skipped=("classifier.",))

@@ -79,10 +79,33 @@ class InvertedResidualLayer(nn.Module):
     return x
 
 
-# How each release names MobileNetV2's weights.
-CHECKPOINT_RULES = {
-    "mmseg": CheckpointRules(),
-}
+def checkpoint_rules(arch_settings) -> dict[str, CheckpointRules]:
+  """How each release names MobileNetV2's weights (segjax.convert: CHECKPOINT_RULES[source]), for
+  the layers of ``arch_settings`` ((expand_ratio, channels, blocks) per layer)."""
+  # torchvision's ``features``: 0 the stem (Conv, BN), then one InvertedResidual per block whose
+  # ``conv`` holds [expand (Conv, BN)], depthwise (Conv, BN), then a bare Conv2d and BatchNorm2d;
+  # mmseg's ``layer{i}.{j}.conv.{k}`` are ConvModules (``conv``, ``bn``).
+  renames = [(r"^features\.0\.0\.", "conv1.conv."), (r"^features\.0\.1\.", "conv1.bn.")]
+  feature = 1
+  for i, (expand_ratio, _, num_blocks) in enumerate(arch_settings):
+    last = 2 if expand_ratio != 1 else 1  # index of the linear 1x1 conv
+    for j in range(num_blocks):
+      source, target = rf"^features\.{feature}\.conv\.", f"layer{i + 1}.{j}.conv."
+      for k in range(last):
+        renames += [(source + rf"{k}\.0\.", f"{target}{k}.conv."), (source + rf"{k}\.1\.", f"{target}{k}.bn.")]
+      renames += [(source + rf"{last}\.", f"{target}{last}.conv."), (source + rf"{last + 1}\.", f"{target}{last}.bn.")]
+      feature += 1
+  return {
+      "mmseg": CheckpointRules(),
+      # torchvision's ImageNet classifier (mobilenet_v2-b0353104.pth, any width_mult): its last
+      # 1x1 conv (``features.{feature}``) and ``classifier`` are not in mmseg's backbone.
+      "torchvision": CheckpointRules(skip=(rf"^features\.{feature}\.", r"^classifier\."),
+                                     renames=tuple(renames)),
+      # mmcls's (``mmcls://mobilenet_v2``): mmseg's names under ``backbone.``, as mmcv's loader of
+      # mmcls:// checkpoints keeps them; its last 1x1 conv ``conv2`` and the head are dropped.
+      "mmcls": CheckpointRules(skip=(r"^(?!backbone\.)", r"^backbone\.conv2\."),
+                               renames=((r"^backbone\.", ""),)),
+  }
 
 
 class MobileNetV2(nn.Module):
@@ -90,9 +113,9 @@ class MobileNetV2(nn.Module):
   TINY: ClassVar[dict] = dict(widen_factor=0.25, strides=(1, 2, 2, 1, 1, 1, 1),
                               dilations=(1, 1, 1, 2, 2, 4, 4), out_indices=(1, 2, 4, 6),
                               norm_cfg=dict(type="BN", requires_grad=True))
-  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CHECKPOINT_RULES
   arch_settings: ClassVar[tuple] = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3),
                                     (6, 160, 3), (6, 320, 1))
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = checkpoint_rules(arch_settings)
   widen_factor: float = 1.0
   strides: Sequence[int] = (1, 2, 2, 2, 1, 2, 1)
   dilations: Sequence[int] = (1, 1, 1, 1, 1, 1, 1)

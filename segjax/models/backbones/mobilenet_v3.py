@@ -139,7 +139,32 @@ SURGERY = {"small": dict(dilate2=4, dilate4=9, unstrided=(4, 9), reduced=8),
 LAST_CHANNELS = {"small": 576, "large": 960}
 
 
-CHECKPOINT_RULES = {"mmseg": CheckpointRules()}
+def torchvision_rules(arch: str) -> CheckpointRules:
+  """torchvision's ImageNet MobileNetV3 of ``arch`` (mobilenet_v3_large-8738ca79.pth,
+  mobilenet_v3_small-047dcff4.pth): ``features.i`` is ``layer{i}``; a block's ``block`` holds
+  its parts in order, [expand], depthwise, [SqueezeExcitation ``fc1``/``fc2``], projection, each
+  conv part a (Conv, BN) Sequential; the ``classifier`` is not in mmseg's backbone."""
+  renames = [(r"^features\.0\.0\.", "layer0.conv."), (r"^features\.0\.1\.", "layer0.bn.")]
+  in_channels = 16
+  settings = ARCH_SETTINGS[arch]
+  for i, (_, mid, out, with_se, _, _) in enumerate(settings, 1):
+    parts = ["expand_conv"] * (mid != in_channels) + ["depthwise_conv"] + ["se"] * with_se + ["linear_conv"]
+    for n, part in enumerate(parts):
+      source = rf"^features\.{i}\.block\.{n}\."
+      if part == "se":
+        renames += [(source + r"fc1\.", f"layer{i}.se.conv1.conv."), (source + r"fc2\.", f"layer{i}.se.conv2.conv.")]
+      else:
+        renames += [(source + r"0\.", f"layer{i}.{part}.conv."), (source + r"1\.", f"layer{i}.{part}.bn.")]
+    in_channels = out
+  last = len(settings) + 1
+  renames += [(rf"^features\.{last}\.0\.", f"layer{last}.conv."), (rf"^features\.{last}\.1\.", f"layer{last}.bn.")]
+  return CheckpointRules(skip=(r"^classifier\.",), renames=tuple(renames))
+
+
+# How releases of MobileNetV3 weights name them (segjax.convert: CHECKPOINT_RULES[source]).
+CHECKPOINT_RULES = {"mmseg": CheckpointRules(),
+                    "torchvision_large": torchvision_rules("large"),
+                    "torchvision_small": torchvision_rules("small")}
 
 
 class MobileNetV3(nn.Module):
