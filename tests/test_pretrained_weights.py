@@ -147,6 +147,21 @@ def test_distilled_deit_of_another_grid(tmp_path):
   assert not np.allclose(out["params"]["pos_embed"][:, 1], original["pos_embed"][:, 1])
 
 
+def test_checkpoint_wrappers_and_formats(tmp_path):
+  # mmcv's loader unwraps 'state_dict' and drops DataParallel's 'module.'; releases also wrap the
+  # weights in 'model' (DeiT, BEiT, MAE) or 'module'.
+  target = shapes(tiny_vit(final_norm=True))
+  original = timm_vit_state()
+  expected = convert_backbone_checkpoint(save_pth(tmp_path / "bare.pth", original), target, "VisionTransformer")
+  parallel = save_pth(tmp_path / "parallel.pt", {f"module.{k}": v for k, v in original.items()}, wrapper="module")
+  assert_same(convert_backbone_checkpoint(parallel, target, "VisionTransformer"), expected)
+  odd = tmp_path / "vit.ckpt"
+  odd.write_bytes(b"")
+  with pytest.raises(CheckpointMismatchError, match=r"vit.ckpt: unknown checkpoint format; expected a "
+                                                    r"\.pth/\.pt \(PyTorch\) or \.npz"):
+    convert_backbone_checkpoint(str(odd), target, "VisionTransformer")
+
+
 # ---- the JAX ViT / AugReg .npz ---------------------------------------------------------------
 
 def jax_vit_state(grid=4):
@@ -397,6 +412,12 @@ def test_backbone_pretrained_config_forms(tmp_path):
     assert_same(loaded.params["backbone"], expected)
     np.testing.assert_array_equal(loaded.params["decode_head"]["w"], state.params["decode_head"]["w"])
   assert loop._backbone_pretrained(dict(backbone=dict(vit, init_cfg=dict(type="Kaiming")))) is None
+  # The network a backbone wraps (mmseg's STDC/BiSeNetV1/ICNet in1k-pre configs): the wrapper's
+  # family rules place its weights.
+  wrapped = dict(type="STDCContextPathNet", backbone_cfg=dict(
+      type="STDCNet", init_cfg=dict(type="Pretrained", checkpoint="pretrain/stdc1.pth")))
+  assert loop._backbone_pretrained(dict(backbone=wrapped)) == (
+      "model.backbone.backbone_cfg.init_cfg.checkpoint", "pretrain/stdc1.pth", None)
   # Without the prefix the mmcls file's keys fit no release.
   with pytest.raises(ValueError, match=r"model.backbone.init_cfg.checkpoint: .*mmcls.pth: no release"):
     loop._load_pretrained_backbone(state, mmcls_file, "VisionTransformer", None, "model.backbone.init_cfg.checkpoint")

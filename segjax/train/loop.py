@@ -383,21 +383,24 @@ def _backbone_pretrained(model_cfg) -> tuple[str, str, str | None] | None:
   """(config key, path, key prefix) of the checkpoint mmseg initialises the backbone from, in any
   of the forms mmseg configs use: ``model.pretrained``, ``model.backbone.pretrained``, or
   ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` (mmcls style:
-  only the keys under ``prefix``, without it); None when there is none."""
+  only the keys under ``prefix``, without it), or either of the latter two on the network a
+  backbone wraps (``model.backbone.backbone_cfg``: BiSeNetV1, ICNet, STDC), whose family's rules
+  place it; None when there is none."""
   init_cfg = model_cfg.get("init_cfg")
   if isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained":
     raise ValueError(f"model.init_cfg=Pretrained({init_cfg.get('checkpoint')!r}) loads a whole segmentor, "
                      "which segjax does not read from init_cfg: set load_from to the checkpoint instead")
   backbone = model_cfg.get("backbone") or {}
-  found = [(key, path, None) for key, path in (("model.pretrained", model_cfg.get("pretrained")),
-                                               ("model.backbone.pretrained", backbone.get("pretrained")))
-           if path]
-  init_cfgs = backbone.get("init_cfg") or []
-  for init in init_cfgs if isinstance(init_cfgs, (list, tuple)) else [init_cfgs]:
-    if init.get("type") == "Pretrained":
-      if not init.get("checkpoint"):
-        raise ValueError(f"model.backbone.init_cfg={init}: a Pretrained init_cfg needs checkpoint=PATH")
-      found.append(("model.backbone.init_cfg.checkpoint", init["checkpoint"], init.get("prefix")))
+  found = [("model.pretrained", model_cfg["pretrained"], None)] if model_cfg.get("pretrained") else []
+  for where, cfg in (("model.backbone", backbone), ("model.backbone.backbone_cfg", backbone.get("backbone_cfg") or {})):
+    if cfg.get("pretrained"):
+      found.append((f"{where}.pretrained", cfg["pretrained"], None))
+    init_cfgs = cfg.get("init_cfg") or []
+    for init in init_cfgs if isinstance(init_cfgs, (list, tuple)) else [init_cfgs]:
+      if init.get("type") == "Pretrained":
+        if not init.get("checkpoint"):
+          raise ValueError(f"{where}.init_cfg={init}: a Pretrained init_cfg needs checkpoint=PATH")
+        found.append((f"{where}.init_cfg.checkpoint", init["checkpoint"], init.get("prefix")))
   if len(found) > 1:
     raise ValueError("the backbone's pretrained weights are set more than once, which mmseg refuses: "
                      + ", ".join(f"{key}={path!r}" for key, path, _ in found))
