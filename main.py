@@ -4,6 +4,7 @@
   python main.py --config=configs/pspnet_cityscapes.py:r101-d8_769x769_80k --workdir=... \
       --config.data.samples_per_gpu=2
   python main.py --config=... --workdir=... --mode=eval
+  python main.py --config=... --workdir=... --no-validate   # train without evaluating
 
 Running the same command again resumes from the workdir's latest checkpoint. A bad --config
 value ends with one line naming it (no traceback).
@@ -24,6 +25,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<algo>_<dataset>.py[:variant]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, TensorBoard events.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
+flags.DEFINE_bool("no-validate", False, "Train without evaluating (mmseg's tools/train.py "
+                  "--no-validate): the same as --config.evaluation.interval=0.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -77,6 +80,8 @@ def parse_flags(argv):
 def main(argv):
   del argv
   config = FLAGS.config
+  if FLAGS["no-validate"].value:
+    config.evaluation.interval = 0
   try:
     config_lib.validate(config)
   except ValueError as e:

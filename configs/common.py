@@ -23,11 +23,13 @@ def train_pipeline(img_scale, crop_size, cat_max_ratio: float = 0.75, ratio_rang
   ]
 
 
-def test_pipeline(img_scale=None, reduce_zero_label: bool = False, img_norm=IMG_NORM) -> list[dict]:
-  """Load, resize to ``img_scale`` keeping the ratio (if given), normalise."""
-  steps = [dict(type="LoadImageFromFile"),
-           dict(type="LoadAnnotations", reduce_zero_label=reduce_zero_label)]
-  if img_scale is not None:
-    steps.append(dict(type="Resize", img_scale=tuple(img_scale), keep_ratio=True))
-  steps.append(dict(type="Normalize", **img_norm))
-  return steps
+def test_pipeline(img_scale=None, img_norm=IMG_NORM) -> list[dict]:
+  """mmseg's test pipeline: load the image, then ``MultiScaleFlipAug`` (one scale, no flip) around
+  a keep-ratio resize to ``img_scale`` (the image's own size if None) and normalisation. Labels
+  are not loaded: evaluation reads them from the label files at the original size, as mmseg."""
+  return [dict(type="LoadImageFromFile"),
+          dict(type="MultiScaleFlipAug", img_scale=None if img_scale is None else tuple(img_scale),
+               img_ratios=[1.0] if img_scale is None else None, flip=False,
+               transforms=[dict(type="Resize", keep_ratio=True), dict(type="RandomFlip"),
+                           dict(type="Normalize", **img_norm), dict(type="ImageToTensor", keys=["img"]),
+                           dict(type="Collect", keys=["img"])])]

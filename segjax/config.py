@@ -24,10 +24,14 @@ def schedule(total_iters: int) -> dict:
   """mmseg's schedule_{20,40,80,160}k: evaluate and checkpoint every tenth of the run (every
   step for runs shorter than 10)."""
   interval = max(total_iters // 10, 1)
-  # save_best: mmseg's EvalHook option (a metric name or 'auto'), carried from mmseg configs.
+  # evaluation: mmseg's EvalHook. interval 0: no evaluation (main.py --no-validate); metric: mIoU,
+  # mDice, mFscore or a list; save_best: a result key ('mIoU', 'IoU.road', ...) or 'auto' (the
+  # first key, aAcc) whose best value keeps its weights in workdir/best_<key>_iter_<step>; rule:
+  # 'greater'/'less' for keys mmcv cannot infer it for.
   return dict(total_iters=total_iters,
               evaluation=dict(interval=interval, metric="mIoU",
-                              save_best=config_dict.placeholder(str)),
+                              save_best=config_dict.placeholder(str),
+                              rule=config_dict.placeholder(str)),
               checkpoint=dict(interval=interval, max_to_keep=3))
 
 
@@ -72,7 +76,12 @@ def validate(config) -> None:
 
   at_least("total_iters", 1, config.total_iters)
   at_least("log_interval", 1, config.log_interval)
-  at_least("evaluation.interval", 1, config.evaluation.interval)
+  at_least("evaluation.interval", 0, config.evaluation.interval)
+  from segjax.evaluation import metric_names
+  try:
+    metric_names(config.evaluation.metric)
+  except KeyError as e:
+    raise ValueError(f"config evaluation.metric={config.evaluation.metric!r}: {e.args[0]}") from None
   at_least("checkpoint.interval", 1, config.checkpoint.interval)
   if config.checkpoint.get("max_to_keep") is not None:
     at_least("checkpoint.max_to_keep", 1, config.checkpoint.max_to_keep)

@@ -264,8 +264,15 @@ def to_segjax_config(mmseg_cfg: dict, name: str = "", source: str = "mmseg confi
   c.update(schedule(int(runner["max_iters"])))
   evaluation = dict(mmseg_cfg.get("evaluation") or {})
   _not_by_epoch(evaluation, "evaluation", source)
-  # pre_eval, efficient_test, gpu_collect: mmseg's memory savers; segjax always sums areas per batch.
-  c.evaluation = dict(c.evaluation.to_dict(), **{k: evaluation[k] for k in ("interval", "metric", "save_best")
+  # pre_eval, efficient_test, gpu_collect, tmpdir: mmseg's memory savers and result collection;
+  # segjax always sums each image's areas as it comes and across hosts.
+  unknown = sorted(set(evaluation) - {"interval", "metric", "save_best", "rule", "by_epoch", "pre_eval",
+                                      "efficient_test", "gpu_collect", "tmpdir"})
+  if unknown:
+    raise ValueError(f"{source}: evaluation has keys {unknown} segjax does not read; it takes interval, "
+                     "metric, save_best, rule (pre_eval, efficient_test, gpu_collect, tmpdir are accepted "
+                     "and need nothing)")
+  c.evaluation = dict(c.evaluation.to_dict(), **{k: evaluation[k] for k in ("interval", "metric", "save_best", "rule")
                                                if evaluation.get(k) is not None})
   checkpoint = dict(mmseg_cfg.get("checkpoint_config") or {})
   _not_by_epoch(checkpoint, "checkpoint_config", source)

@@ -141,32 +141,62 @@ class TrainIterator(grain.DatasetIterator):
     self._parent.set_state(state_at(elements_consumed(state), self.worker_count))
 
 
-def eval_batches(dataset: CustomDataset, host_batch_size: int) -> Iterator[dict]:
-  """This process's share of ``dataset`` (every ``process_count``-th image) in batches of
-  ``host_batch_size`` images of one shape; short batches are filled with ignore-only labels,
-  which add no area. Hosts may run different numbers of batches (evaluation is per host)."""
+def eval_batches(dataset: CustomDataset, host_batch_size: int, labels: bool = True,
+                 max_pending: int = 8) -> Iterator[dict]:
+  """This process's share of ``dataset`` (every ``process_count``-th image) through its test
+  pipeline, in batches of ``host_batch_size`` images whose augmentations have one shape:
+
+  - ``img``: (B, h, w, C), or a tuple of them, one per augmentation of ``MultiScaleFlipAug``;
+  - ``gt_semantic_seg``: (B, H, W) labels at the image's original size, read from the label file
+    (mmseg scores there, whatever the pipeline resized); ``labels=False``: ignore-only maps of
+    the original size, for splits without label files;
+  - ``augs``: per augmentation, the (h, w) the image covers before padding and its flip
+    direction (None: not flipped); ``index``: dataset indices, -1 for fillers.
+
+  Short batches are filled with ignore-only entries, which add no area. Images of one shape wait
+  for a full batch; when more than ``max_pending`` shapes wait (ADE20K's many sizes), the oldest
+  goes out short, so memory does not grow with the dataset. Hosts may run different numbers of
+  batches (evaluation is per host)."""
   indices = range(jax.process_index(), len(dataset), jax.process_count())
   pending: dict[tuple, list] = {}
   for i in indices:
     results = dataset.prepare(i, np.random.default_rng(0))
-    if isinstance(results, list):
-      raise ValueError("evaluation during training takes one augmentation per image; use "
-                       "segjax.apis.inference_segmentor(scales=..., flip=...) for TTA")
-    if "gt_semantic_seg" not in results:  # mmseg test pipelines do not load labels
-      ds, j = dataset.locate(i)
-      results["gt_semantic_seg"] = ds.get_gt_seg_map(j)
-    ex = _to_example(results, i)
-    key = (ex["img"].shape, ex["gt_semantic_seg"].shape)
-    pending.setdefault(key, []).append(ex)
+    augs = results if isinstance(results, list) else [results]
+    metas = [r.get("img_metas", r) for r in augs]  # after Collect, the meta keys are img_metas
+    ds, j = dataset.locate(i)
+    ori_shape = tuple(metas[0].get("ori_shape", augs[0]["img"].shape)[:2])
+    if labels:
+      label = np.asarray(ds.get_gt_seg_map(j), np.int32)
+      if label.shape != ori_shape:
+        raise DataError(f"{ds.file_name(j, 'seg')}: label shape {label.shape} differs from the image "
+                        f"{ds.file_name(j, 'img')} shape {ori_shape}")
+    else:
+      label = np.full(ori_shape, ds.ignore_index, np.int32)
+    imgs = [_image(r["img"]) for r in augs]
+    aug_meta = tuple((tuple(m.get("img_shape", img.shape)[:2]), m.get("flip_direction") if m.get("flip") else None)
+                     for m, img in zip(metas, imgs))
+    example = {"img": imgs, "gt_semantic_seg": label, "index": np.int32(i)}
+    key = (tuple(img.shape for img in imgs), aug_meta, label.shape)
+    pending.setdefault(key, []).append(example)
     if len(pending[key]) == host_batch_size:
-      yield _stack(pending.pop(key), host_batch_size, dataset.ignore_index)
-  for examples in pending.values():
-    yield _stack(examples, host_batch_size, dataset.ignore_index)
+      yield _stack_eval(pending.pop(key), aug_meta, host_batch_size, ds.ignore_index)
+    elif len(pending) > max_pending:
+      oldest = next(iter(pending))
+      yield _stack_eval(pending.pop(oldest), oldest[1], host_batch_size, ds.ignore_index)
+  for key, examples in pending.items():
+    yield _stack_eval(examples, key[1], host_batch_size, dataset.ignore_index)
 
 
-def _stack(examples: list, size: int, ignore_index: int) -> dict:
-  filler = {"img": np.zeros_like(examples[0]["img"]),
+def _image(img: np.ndarray) -> np.ndarray:
+  return np.asarray(img[..., None] if img.ndim == 2 else img, np.float32)
+
+
+def _stack_eval(examples: list, augs: tuple, size: int, ignore_index: int) -> dict:
+  filler = {"img": [np.zeros_like(img) for img in examples[0]["img"]],
             "gt_semantic_seg": np.full_like(examples[0]["gt_semantic_seg"], ignore_index),
             "index": np.int32(-1)}
   examples = examples + [filler] * (size - len(examples))
-  return {k: np.stack([e[k] for e in examples]) for k in filler}
+  imgs = tuple(np.stack([e["img"][a] for e in examples]) for a in range(len(augs)))
+  return {"img": imgs[0] if len(imgs) == 1 else imgs,
+          "gt_semantic_seg": np.stack([e["gt_semantic_seg"] for e in examples]),
+          "index": np.stack([e["index"] for e in examples]), "augs": augs}

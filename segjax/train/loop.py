@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
-from jax.experimental import multihost_utils
 
 from segjax import evaluation, losses, sharding, xla_flags
 from segjax.data.datasets import build_split
@@ -37,8 +36,6 @@ from segjax.data.transforms import DataError
 from segjax.config import to_plain, validate
 from segjax.models import build_segmentor, init_compiler_options, init_variables
 from segjax.models.segmentors.encoder_decoder import final_decode_head, training_rngs
-from segjax.models.segmentors.inference import binary_threshold, inference_logits, predict
-from segjax.layers import resize
 from segjax.train import checkpoint, optim, workdir as workdir_lib
 from segjax.train.writers import MetricWriter
 
@@ -94,38 +91,15 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule,
   return new_state, logs
 
 
-def eval_step(variables, batch: dict, *, model, num_classes: int, ignore_index: int, test_cfg=None):
-  """Areas (4, num_classes) of the batch: test-mode logits resized to the label size."""
-  logits = inference_logits(model, variables, batch["img"], test_cfg)
-  label = batch["gt_semantic_seg"]
-  head = final_decode_head({"decode_head": model.decode_head})
-  if logits.shape[1:3] != label.shape[1:3]:
-    logits = resize(logits, label.shape[1:3], bool(head.get("align_corners", False)))
-  pred = predict(logits, binary_threshold(head))
-  return evaluation.batch_areas(pred, label, num_classes, ignore_index)
-
-
-def jit_eval_step(model, model_cfg: dict, num_classes: int, ignore_index: int):
-  """``eval_step`` jitted as segjax's other inference programs are (``xla_flags``)."""
-  return jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
-                                   ignore_index=ignore_index, test_cfg=model_cfg.get("test_cfg")),
-                 compiler_options=xla_flags.memory_scheduler_options())
-
-
-def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> dict:
-  """mIoU over ``dataset``: each host evaluates its share on its own devices (images of one
-  shape batched together), then the per-class areas are summed over hosts."""
+def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> evaluation.AreaTotals:
+  """Per-class area totals over ``dataset`` (``evaluation.evaluate_dataset``: each host its share
+  on its own devices, progressively, summed over hosts). ``eval_fn``:
+  ``evaluation.jit_predict_and_score``."""
   mesh = sharding.make_mesh(local=True)
   # Replicated training parameters -> this host's copy, placed on this host's devices only.
   local_copy = lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a
   variables = jax.device_put(jax.tree.map(local_copy, variables), sharding.replicated(mesh))
-  totals = np.zeros((4, dataset.num_classes), np.float64)
-  for batch in loader.eval_batches(dataset, host_batch_size):
-    batch.pop("index")
-    totals += np.asarray(jax.device_get(eval_fn(variables, sharding.local_batch(batch, mesh))))
-  if jax.process_count() > 1:
-    totals = multihost_utils.process_allgather(totals).sum(0)
-  return evaluation.total_area_to_metrics(*totals, metrics=["mIoU"])
+  return evaluation.evaluate_dataset(eval_fn, variables, dataset, host_batch_size)
 
 
 def due(step: int, interval: int, total: int) -> bool:
@@ -198,28 +172,32 @@ class SaveCheckpoint:
 
 
 class Evaluate:
-  """mIoU on the val set every ``interval`` steps and at the last step; ``summary`` holds the
-  latest result.
+  """mmseg's EvalHook: every ``interval`` steps and at the last step (never when ``interval`` is
+  0, mmseg's ``--no-validate``), ``metric`` (mIoU, mDice, mFscore or a list) on the val set;
+  ``summary`` holds the latest results (mmseg's keys: aAcc, mIoU, mAcc, ..., ``IoU.<class>``),
+  which are also logged and written. ``best``: a ``evaluation.BestCheckpoint`` (``save_best``).
 
   With a ``saver``, the step's checkpoint (when one was due) is complete on disk before the
   evaluation starts, so even a crash that kills the process there (out of memory, a segfault in
   a decoder) loses no trained step; an evaluation that raises saves the step first."""
 
   def __init__(self, interval: int, total: int, eval_fn, val_set, host_batch: int,
-               writer: MetricWriter, saver: SaveCheckpoint | None = None):
+               writer: MetricWriter, saver: SaveCheckpoint | None = None, metric="mIoU",
+               best: evaluation.BestCheckpoint | None = None):
     self.interval, self.total, self.eval_fn = interval, total, eval_fn
     self.val_set, self.host_batch, self.writer = val_set, host_batch, writer
-    self.saver = saver
+    self.saver, self.best = saver, best
+    self.metrics = evaluation.metric_names(metric)
     self.summary: dict = {}
 
   def __call__(self, step: int, state: TrainState, logs: dict) -> None:
-    if not due(step, self.interval, self.total):
+    if not self.interval or not due(step, self.interval, self.total):
       return
     if self.saver is not None:
       self.saver.manager.wait_until_finished()
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     try:
-      metrics = evaluate(self.eval_fn, variables, self.val_set, self.host_batch)
+      totals = evaluate(self.eval_fn, variables, self.val_set, self.host_batch)
     except Exception as e:
       if self.saver is None:
         raise
@@ -228,11 +206,15 @@ class Evaluate:
           f"evaluation at step {step} failed ({type(e).__name__}: {e}); the training state of step "
           f"{step} is saved in {folder} and the next run resumes from it. Check the val set with "
           "python tools/check_dataset.py CONFIG --split val") from e
-    self.summary = evaluation.summary(metrics)
+    self.summary, tables = evaluation.dataset_results(totals, self.val_set, self.metrics)
     self.writer.write_scalars(step, self.summary, mode="val")
-    logging.info("step %d val: %s\n%s", step,
-                 "  ".join(f"{k} {v:.4f}" for k, v in self.summary.items()),
-                 evaluation.format_table(metrics, self.val_set.CLASSES))
+    logging.info("step %d val:\n%s", step,
+                 evaluation.report(self.summary, tables, self.val_set.CLASSES))
+    if self.best is not None:
+      folder = self.best.update(step, self.summary, variables)
+      if folder:
+        logging.info("best %s %.4f at step %d: %s", self.best.key, self.best.record["score"], step,
+                     folder)
 
 
 def train_and_evaluate(config, workdir: str, extra_actions: Sequence[Callable] = ()) -> dict:
@@ -256,13 +238,15 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
   train_set = build_split(config.data, "train")
-  val_set = build_split(config.data, "val")
+  # evaluation.interval=0 (main.py --no-validate): no val set is read, as mmseg's --no-validate.
+  val_set = build_split(config.data, "val") if config.evaluation.interval else None
   num_classes = final_decode_head(model_cfg)["num_classes"]
   if train_set.num_classes != num_classes:
     raise ValueError(f"dataset has {train_set.num_classes} classes {train_set.CLASSES} but "
                      f"model.decode_head.num_classes={num_classes}")
   _check_sample(train_set, num_classes, config.data.check_samples, "training")
-  _check_sample(val_set, num_classes, config.data.check_samples, "validation")
+  if val_set is not None:
+    _check_sample(val_set, num_classes, config.data.check_samples, "validation")
   host_batch = config.data.samples_per_gpu * jax.local_device_count()
   global_batch = host_batch * jax.process_count()
   logging.info("devices: %d (%d local), global batch %d", jax.device_count(),
@@ -311,7 +295,8 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
                                         compute_dtype=jnp.dtype(config.compute_dtype)),
                       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                       out_shardings=(state_sharding, repl), donate_argnums=0)
-    eval_fn = jit_eval_step(model, model_cfg, num_classes, val_set.ignore_index)
+    eval_fn = evaluation.jit_predict_and_score(model, model_cfg, num_classes, val_set.ignore_index) \
+        if val_set is not None else None
     writer = MetricWriter(workdir)
     cleanup.callback(writer.close)
     stop = {"signal": None}
@@ -320,8 +305,11 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
     cleanup.callback(manager.wait_until_finished)
     total = config.total_iters
     saver = SaveCheckpoint(config.checkpoint.interval, total, manager, data_iter, stop)
+    best = (evaluation.BestCheckpoint(workdir, config.evaluation.save_best,
+                                      config.evaluation.get("rule"))
+            if val_set is not None and config.evaluation.get("save_best") else None)
     evaluator = Evaluate(config.evaluation.interval, total, eval_fn, val_set, host_batch, writer,
-                         saver)
+                         saver, config.evaluation.metric, best)
     actions: list[Callable] = [LogMetrics(config.log_interval, total, writer, schedule, train_set),
                                saver, evaluator, *extra_actions]
     for step in range(start_step + 1, total + 1):
@@ -338,20 +326,21 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
-  """``--mode=eval``: evaluate the latest checkpoint in ``workdir`` (or ``config.load_from``)."""
+  """``--mode=eval``: evaluate the latest checkpoint in ``workdir`` (or ``config.load_from``) on
+  the val set with ``evaluation.metric``, as the training loop's evaluation does."""
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
   val_set = build_split(config.data, "val")
   variables = checkpoint.load_variables(config.load_from or workdir)
-  eval_fn = jit_eval_step(model, model_cfg, val_set.num_classes, val_set.ignore_index)
-  metrics = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count())
-  summary = evaluation.summary(metrics)
+  eval_fn = evaluation.jit_predict_and_score(model, model_cfg, val_set.num_classes, val_set.ignore_index)
+  totals = evaluate(eval_fn, variables, val_set, config.data.samples_per_gpu * jax.local_device_count())
+  results, tables = evaluation.dataset_results(totals, val_set,
+                                               evaluation.metric_names(config.evaluation.metric))
   writer = MetricWriter(workdir)
-  writer.write_scalars(int(checkpoint.latest_step(config.load_from or workdir)), summary, mode="eval")
+  writer.write_scalars(int(checkpoint.latest_step(config.load_from or workdir)), results, mode="eval")
   writer.close()
-  logging.info("eval: %s\n%s", "  ".join(f"{k} {v:.4f}" for k, v in summary.items()),
-               evaluation.format_table(metrics, val_set.CLASSES))
-  return summary
+  logging.info("eval:\n%s", evaluation.report(results, tables, val_set.CLASSES))
+  return results
 
 
 def _fit(loaded, target, what: str, path: str):
