@@ -2,7 +2,8 @@
 loaded through each family's ``CHECKPOINT_RULES`` (issues 21 and 23).
 
 Each test writes a synthetic checkpoint with the release's own key names and shapes (tiny dims,
-listed here from the authors' model code), loads it with ``convert_backbone_checkpoint`` and
+listed here from the authors' model code), loads it with ``convert_backbone_checkpoint`` (the
+release detected among the family's sources, as ``model.pretrained`` does) and
 compares every leaf with what mmseg loads: the same weights put through a short re-statement of
 mmseg's converter script (tools/model_converters/*2mmseg.py, torch ops as written there), then
 ``convert_state_dict`` as an mmseg checkpoint. Parameters the release does not hold are compared
@@ -139,9 +140,12 @@ def test_mit_loads_segformer_imagenet_weights(tmp_path):
   model = MixVisionTransformer(embed_dims=4, num_layers=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))
   variables = init(model)
   release = random_state(segformer_shapes(4, (1, 2, 2, 4), (2, 1, 1, 1), (7, 3, 3, 3), (8, 4, 2, 1)))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MixVisionTransformer,
-                                    source="imagenet")
-  assert_same_leaves(got, mmseg_loads(MixVisionTransformer, mit2mmseg(release), variables))
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MixVisionTransformer)
+  converted = mit2mmseg(release)
+  assert_same_leaves(got, mmseg_loads(MixVisionTransformer, converted, variables))
+  # The converter's output file, which mmseg's configs name as pretrained, loads the same.
+  assert_same_leaves(convert_backbone_checkpoint(save(tmp_path, converted, "mit_b0.pth"), variables,
+                                                 MixVisionTransformer), got)
 
 
 # ---- SwinTransformer: microsoft/Swin-Transformer ---------------------------------------------
@@ -226,8 +230,7 @@ def test_swin_loads_microsoft_imagenet_weights(tmp_path):
   model = SwinTransformer(embed_dims=8, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=3)
   variables = init(model, 48)
   release = random_state(swin_shapes(8, (2, 2, 1, 1), (1, 2, 2, 4), window=3))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, SwinTransformer,
-                                    source="imagenet")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, SwinTransformer)
   converted = swin2mmseg(release)
   # mmseg's model has no final ``norm`` nor ``attn_mask``: strict=False ignores them, and leaves
   # the output norms norm0..norm3, which the release does not hold, at their initialisation.
@@ -236,6 +239,8 @@ def test_swin_loads_microsoft_imagenet_weights(tmp_path):
           and not k.endswith("attn_mask")}
   want = mmseg_loads(SwinTransformer, used, variables, left_at_init=("norm0", "norm1", "norm2", "norm3"))
   assert_same_leaves(got, want)
+  assert_same_leaves(convert_backbone_checkpoint(save(tmp_path, converted, "swin_converted.pth"), variables,
+                                                 SwinTransformer), want)
 
 
 # ---- Twins PCPVT / SVT: Meituan-AutoML/Twins ------------------------------------------------
@@ -321,12 +326,14 @@ def test_twins_loads_official_imagenet_weights(tmp_path, kind):
                 sr_ratios=sr_ratios, windiow_sizes=(3, 3, 3, 3), qkv_bias=True)
   variables = init(model)
   release = random_state(twins_shapes(kind, embed_dims, depths, sr_ratios))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, cls, source="imagenet")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, cls)
   converted = twins2mmseg(kind, release)
   assert "norm.weight" in converted  # the classifier's final norm: not in mmseg's model, ignored
   used = {k: v for k, v in converted.items() if not k.startswith("norm.")}
   left_at_init = tuple(f"norm_list.{i}" for i in range(4)) if kind == "svt" else ()
   assert_same_leaves(got, mmseg_loads(cls, used, variables, left_at_init))
+  assert_same_leaves(convert_backbone_checkpoint(save(tmp_path, converted, "twins_converted.pth"), variables,
+                                                 cls), got)
 
 
 # ---- mmcls ConvNeXt and PoolFormer: ImageNet classifiers ------------------------------------
@@ -393,8 +400,7 @@ def test_mmcls_classifier_weights(tmp_path, family):
     model = PoolFormer(arch=arch, out_indices=(0, 2, 4, 6))
     release, norms = random_state(poolformer_shapes(arch["layers"], arch["embed_dims"])), ("norm0", "norm2", "norm4")
   variables = init(model)
-  path = save(tmp_path, release)
-  got = convert_backbone_checkpoint(path, variables, cls, source="mmcls")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, cls)
   assert_same_leaves(got, mmseg_loads(cls, with_prefix(release), variables, left_at_init=norms))
 
 
@@ -495,8 +501,7 @@ def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
     cls, model = STDCNet, STDCNet(**backbone, with_final_conv=True)
   variables = init(model, 64)
   release = stdc_release(stdc_type, base)
-  got = convert_backbone_checkpoint(save(tmp_path, release, "STDCNet.pth"), variables, cls,
-                                    source=stdc_type.lower().replace("net", "") + "_imagenet")
+  got = convert_backbone_checkpoint(save(tmp_path, release, "STDCNet.pth"), variables, cls)
   converted = stdc2mmseg(stdc_type, release)
   assert "stages.2.0.avg_pool.conv.weight" in converted and not any("x" in k for k in converted)
   # mmseg's published files (stdc1_20220308, stdc2_20220308) name the avd_layer ``downsample``,
@@ -602,7 +607,7 @@ def test_mobilenet_v2_loads_torchvision_weights(tmp_path):
   model = MobileNetV2(widen_factor=0.25)
   variables = init(model)
   release = random_state(torchvision_v2_shapes(0.25))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2, source="torchvision")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2)
   check_mapping(got, release, {
       "features.0.0.weight": "params/conv1/conv/kernel",
       "features.0.1.running_mean": "batch_stats/conv1/bn/mean",
@@ -625,7 +630,7 @@ def test_mobilenet_v2_loads_mmcls_weights(tmp_path):
   release = {"backbone." + k: torch.from_numpy(np.asarray(v) + 1) for k, v in mmseg_named.items()}
   release.update(random_state({"backbone.conv2.conv.weight": (1280, 80, 1, 1), **bn("backbone.conv2.bn.", 1280),
                                "head.fc.weight": (10, 1280), "head.fc.bias": (10,)}))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2, source="mmcls")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV2)
   # mmcv's mmcls:// loader keeps the backbone. keys without the prefix; strict=False drops conv2.
   assert_same_leaves(got, mmseg_loads(MobileNetV2, {k: v for k, v in with_prefix(release).items()
                                                     if not k.startswith("conv2.")}, variables))
@@ -656,6 +661,26 @@ def test_mobilenet_v3_loads_torchvision_weights(tmp_path, arch, mapping):
                       norm_cfg=dict(type="BN", eps=0.001))
   variables = init(model)
   release = random_state(torchvision_v3_shapes(arch))
-  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV3,
-                                    source=f"torchvision_{arch}")
+  got = convert_backbone_checkpoint(save(tmp_path, release), variables, MobileNetV3)
   check_mapping(got, release, mapping, skipped=("classifier.",))
+
+
+def test_checkpoint_of_another_release_names_the_file_and_the_mismatch(tmp_path):
+  # The STDC-Seg authors' STDC1 file given to an STDC2 model: no source's rules fit it.
+  backbone = dict(stdc_type="STDCNet2", in_channels=3, channels=(4, 8, 32, 64, 128), bottleneck_type="cat",
+                  norm_cfg=dict(type="BN"), act_cfg=dict(type="ReLU"))
+  variables = init(STDCNet(**backbone), 64)
+  path = save(tmp_path, stdc_release("STDCNet1", 8), "STDCNet813M_73.91.pth")
+  with pytest.raises(CheckpointMismatchError) as err:
+    convert_backbone_checkpoint(path, variables, STDCNet)
+  message = str(err.value)
+  assert path in message
+  # Under STDC2's rules STDC1's stage 3 (features.4) lands on stage 2's third module, 32 channels wide.
+  assert "stdc2_imagenet: features.4.conv_list.0.conv.weight (as stages.2.2.layers.0.conv.weight)" in message
+  assert "stdc1_imagenet:" in message and "mmseg:" in message
+  # A Swin release given to a MiT backbone: each of MiT's sources names a key it cannot place.
+  variables = init(MixVisionTransformer(embed_dims=4, num_layers=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)))
+  path = save(tmp_path, random_state(swin_shapes(8, (2, 2, 1, 1), (1, 2, 2, 4), window=3)), "swin_tiny.pth")
+  with pytest.raises(CheckpointMismatchError, match="swin_tiny.pth: no release of MixVisionTransformer") as err:
+    convert_backbone_checkpoint(path, variables, MixVisionTransformer)
+  assert "imagenet: unexpected key patch_embed.proj.weight" in str(err.value)

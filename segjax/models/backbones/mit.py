@@ -119,6 +119,8 @@ def linear_to_1x1_conv(key, value, target_shape):
 # How releases of MiT weights name them (segjax.convert: CHECKPOINT_RULES[source]).
 CHECKPOINT_RULES = {
     "mmseg": CheckpointRules(),
+    # mit2mmseg.py's output (mmseg's configs' pretrain/mit_b*.pth): the backbone's own names.
+    "mmseg_pretrain": CheckpointRules(),
     # NVlabs SegFormer's ImageNet checkpoints (mit_b0.pth ... mit_b5.pth), renamed as mmseg's
     # tools/model_converters/mit2mmseg.py does: stage i's ``patch_embed{i}``, ``block{i}`` and
     # ``norm{i}`` are ``layers.{i-1}.0/1/2``; separate ``attn.q`` and ``attn.kv`` are one

@@ -212,6 +212,10 @@ def merging_norm_to_unfold(key, value, target_shape):
 CHECKPOINT_RULES = {
     # mmseg's own: ``relative_position_index`` is a buffer segjax computes, not a parameter.
     "mmseg": CheckpointRules(skip=(r"relative_position_index$",)),
+    # swin2mmseg.py's output (mmseg's swin_*_20220317 pretrain files): the backbone's names and the
+    # classifier's final ``norm``, without the per-stage output norms (see "imagenet").
+    "mmseg_pretrain": CheckpointRules(skip=(r"^norm\.", r"relative_position_index$", r"\.attn_mask$"),
+                                      keep_initial=(r"^norm\d+$",)),
     # microsoft/Swin-Transformer's ImageNet checkpoints (swin_tiny_patch4_window7_224.pth ...),
     # renamed as mmseg's tools/model_converters/swin2mmseg.py does. The classifier's final
     # ``norm`` has no place in mmseg's model, whose per-stage output norms ``norm{i}`` the release

@@ -160,12 +160,18 @@ def official_rules(out_proj: tuple[str, str]) -> CheckpointRules:
       keep_initial=(r"^norm_list\.\d+$",))
 
 
+# twins2mmseg.py's output (mmseg's twins pretrain files): the backbone's names and the
+# classifier's final ``norm``, without SVT's ``norm_list`` (see ``official_rules``).
+CONVERTED_RULES = CheckpointRules(skip=(r"^norm\.",), keep_initial=(r"^norm_list\.\d+$",))
+
+
 class PCPVT(nn.Module):
   """mmseg ``PCPVT``; returns the NHWC outputs of the stages in ``out_indices``."""
   TINY: ClassVar[dict] = dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), mlp_ratios=(2, 2, 2, 2),
                               qkv_bias=True, drop_path_rate=0.1)
   CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = {
       "mmseg": CheckpointRules(),
+      "mmseg_pretrain": CONVERTED_RULES,
       "imagenet": official_rules((r"\.attn\.proj\.", ".attn.attn.out_proj.")),
   }
   in_channels: int = 3
@@ -236,6 +242,7 @@ class SVT(PCPVT):
                               qkv_bias=True, drop_path_rate=0.1)
   CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = {
       "mmseg": CheckpointRules(),
+      "mmseg_pretrain": CONVERTED_RULES,
       # Only the odd (GSA) layers' attention is a MultiheadAttention; the even (LSA) keep ``proj``.
       "imagenet": official_rules((r"^(blocks\.\d+\.\d*[13579])\.attn\.proj\.", r"\1.attn.attn.out_proj.")),
   }
