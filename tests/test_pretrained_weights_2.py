@@ -506,13 +506,15 @@ def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
   assert "stages.2.0.avg_pool.conv.weight" in converted and not any("x" in k for k in converted)
   # mmseg's published files (stdc1_20220308, stdc2_20220308) name the avd_layer ``downsample``,
   # mmseg's STDCModule's name (open-mmlab/mmsegmentation#1418 lists their keys).
-  converted = {k.replace(".avg_pool.", ".downsample."): v for k, v in converted.items()}
+  converted = published = {k.replace(".avg_pool.", ".downsample."): v for k, v in converted.items()}
   if context_path:  # mmseg's configs load them into backbone_cfg; the final conv is unused
     converted = {"backbone." + k: v for k, v in converted.items() if not k.startswith("final_conv.")}
     want = mmseg_loads(cls, converted, variables, left_at_init=("arms", "convs", "conv_avg", "ffm"))
   else:
     want = mmseg_loads(cls, converted, variables)
   assert_same_leaves(got, want)
+  assert_same_leaves(convert_backbone_checkpoint(save(tmp_path, published, "stdc_20220308.pth"), variables,
+                                                 cls), want)
 
 
 # ---- MobileNetV2 / V3: torchvision's ImageNet classifiers, mmcls's MobileNetV2 ---------------
