@@ -316,6 +316,7 @@ def test_dataset_lists_are_concat_datasets(tiny_dataset, tmp_path):
   both = build_split(data, "train")
   assert isinstance(both, ConcatDataset) and len(both) == 16 + 8 and both.separate_eval is True
   np.testing.assert_array_equal(both.prepare(16)["img"], build_dataset(val).prepare(0)["img"])
+  assert len(build_dataset(dict(type="RepeatDataset", times=2, dataset=[train, val]))) == 2 * 24
   dirs = build_dataset(dict(train, img_dir=["img_dir/train", "img_dir/val"],
                             ann_dir=["ann_dir/train", "ann_dir/val"], separate_eval=False))
   assert [len(d) for d in dirs.datasets] == [16, 8] and dirs.separate_eval is False

@@ -515,7 +515,7 @@ class RepeatDataset:
   """mmseg ``RepeatDataset``: ``dataset`` seen ``times`` over (small sets such as DRIVE)."""
 
   def __init__(self, dataset, times: int):
-    self.dataset = build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
+    self.dataset = build_dataset(dataset) if isinstance(dataset, (Mapping, list, tuple)) else dataset
     self.times = int(times)
 
   def __len__(self) -> int:
@@ -575,7 +575,7 @@ class MultiImageMixDataset:
   images as ``results['mix_results']``. ``skip_type_keys`` switches transforms off by type."""
 
   def __init__(self, dataset, pipeline, skip_type_keys=None):
-    self.dataset = build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
+    self.dataset = build_dataset(dataset) if isinstance(dataset, (Mapping, list, tuple)) else dataset
     self.pipeline = build_pipeline(pipeline)
     self.types = [step["type"] for step in pipeline]
     self.skip_type_keys = tuple(skip_type_keys or ())
