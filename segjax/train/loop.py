@@ -1,4 +1,5 @@
-"""The one training loop: jit over a data-parallel mesh, then periodic actions after each step.
+"""The one training loop: jit over a data-parallel mesh (the state optionally fsdp-sharded), then
+periodic actions after each step.
 
 ``train_and_evaluate(config, workdir)`` resumes from the latest checkpoint in ``workdir`` when one
 exists (state, step and data-iterator position), else starts from ``config.load_from`` weights or
@@ -91,14 +92,35 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule,
   return new_state, logs
 
 
+def state_shardings(model, tx, rng, mesh):
+  """(abstract train state carrying its shardings, the shardings): ``sharding.state_shardings``
+  of ``create_train_state``'s shapes, for the jitted init, the train step and checkpoint restore."""
+  abstract = jax.eval_shape(functools.partial(create_train_state, model, tx), rng)
+  shardings = sharding.state_shardings(abstract, mesh)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  return abstract, shardings
+
+
+def jit_train_step(model, tx, schedule, mesh, state_sharding, compute_dtype=jnp.float32):
+  """``train_step`` jitted for ``mesh``: the state in ``state_sharding`` (donated), the batch
+  split over the batch axes, the logs replicated. XLA gathers fsdp-sharded parameters for the
+  forward and backward pass and reduce-scatters the gradients onto the shards."""
+  return jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                                   compute_dtype=compute_dtype),
+                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+
+
 def evaluate(eval_fn, variables, dataset, host_batch_size: int) -> evaluation.AreaTotals:
   """Per-class area totals over ``dataset`` (``evaluation.evaluate_dataset``: each host its share
   on its own devices, progressively, summed over hosts). ``eval_fn``:
   ``evaluation.jit_predict_and_score``."""
   mesh = sharding.make_mesh(local=True)
-  # Replicated training parameters -> this host's copy, placed on this host's devices only.
+  # Training parameters (fsdp shards gathered) -> this host's copy, on this host's devices only.
   local_copy = lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a
-  variables = jax.device_put(jax.tree.map(local_copy, variables), sharding.replicated(mesh))
+  variables = jax.tree.map(local_copy, sharding.gather_sharded(variables))
+  variables = jax.device_put(variables, sharding.replicated(mesh))
   return evaluation.evaluate_dataset(eval_fn, variables, dataset, host_batch_size)
 
 
@@ -261,11 +283,7 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
   rng = jax.random.PRNGKey(config.seed)
   param_shapes = jax.eval_shape(lambda r: init_variables(model, r)["params"], rng)
   tx, schedule = optim.build_optimizer(config, param_shapes)
-  repl = sharding.replicated(mesh)
-  abstract = jax.eval_shape(functools.partial(create_train_state, model, tx), rng)
-  state_sharding = jax.tree.map(lambda _: repl, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_sharding)
+  abstract, state_sharding = state_shardings(model, tx, rng, mesh)
 
   manager = checkpoint.make_manager(workdir, config.checkpoint.max_to_keep)
   resuming = bool(manager.all_steps())
@@ -291,10 +309,8 @@ def _train(config, workdir: str, extra_actions: Sequence[Callable]) -> dict:
     else:
       logging.info("resumed from %s at step %d", manager.directory, start_step)
 
-    step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                        compute_dtype=jnp.dtype(config.compute_dtype)),
-                      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-                      out_shardings=(state_sharding, repl), donate_argnums=0)
+    step_fn = jit_train_step(model, tx, schedule, mesh, state_sharding,
+                             jnp.dtype(config.compute_dtype))
     eval_fn = evaluation.jit_predict_and_score(model, model_cfg, num_classes, val_set.ignore_index) \
         if val_set is not None else None
     writer = MetricWriter(workdir)
