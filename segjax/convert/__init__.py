@@ -401,6 +401,46 @@ def declared_rules(cls: type, cfg: Mapping | None = None) -> dict[str, Checkpoin
   return getattr(cls, "CHECKPOINT_RULES", {"mmseg": CheckpointRules()})
 
 
+def nested_rules(rules: CheckpointRules, prefix: str) -> CheckpointRules:
+  """``rules`` of a release of the network a backbone holds at ``prefix`` (dotted, e.g.
+  ``context_path.backbone.``), for the wrapper: the release's keys land under ``prefix`` and the
+  wrapper's other modules keep their initialisation, as mmcv's init loads a ``Pretrained``
+  ``init_cfg`` of the wrapped network (mmseg's ``backbone_cfg``) into that submodule alone."""
+  inner = prefix.rstrip(".")
+  keep = []
+  for pattern in rules.keep_initial:
+    if not pattern.startswith("^"):
+      raise ValueError(f"keep_initial pattern {pattern!r} is not anchored with '^', so it cannot "
+                       f"be placed under {prefix!r}")
+    keep.append(f"^{re.escape(prefix)}(?:{pattern[1:]})")
+
+  def transform_within(key, value, target_shape):
+    local = key[len(prefix):]
+    for pattern, transform in rules.transforms:
+      if re.search(pattern, local):
+        pieces = transform(local, value, lambda k: target_shape(prefix + k))
+        return {prefix + k: v for k, v in pieces.items()}
+    return {key: value}
+
+  # skip, concat and combine see the release's own keys, before the renames place them.
+  return dataclasses.replace(
+      rules, renames=(*rules.renames, (r"^", prefix)),
+      transforms=((f"^{re.escape(prefix)}", transform_within),) if rules.transforms else (),
+      keep_initial=(f"^(?!{re.escape(inner)}(\\.|$))", *keep))
+
+
+def nested_backbone_rules(backbone_cfg: Mapping | None, prefix: str) -> dict[str, CheckpointRules]:
+  """Every release (but ``mmseg``'s segmentor checkpoints, which are the wrapper's own) of the
+  backbone family of ``backbone_cfg``, nested at ``prefix`` (``nested_rules``)."""
+  from segjax.models import BACKBONES
+
+  cls = BACKBONES.get((backbone_cfg or {}).get("type"))
+  if cls is None:
+    return {}
+  return {source: nested_rules(rules, prefix)
+          for source, rules in declared_rules(cls, backbone_cfg).items() if source != "mmseg"}
+
+
 def family_rules(cls: type, source: str, cfg: Mapping | None = None) -> CheckpointRules:
   """``cls.CHECKPOINT_RULES[source]``: how the ``source`` release names ``cls``'s weights (built
   with ``cfg``, the module's config, when its rules depend on it)."""

@@ -16,10 +16,14 @@ LOCK_FILE = ".lock"
 RUN_CONFIG_FILE = "run_config.json"
 # Keys a resumed run may change: they decide how long, how often and on which data the run logs,
 # saves and evaluates, or only apply to a fresh start, never the trajectory or the state's shapes.
-# The data position does not depend on the number of loader workers (loader.TrainIterator).
+# The data position does not depend on the number of loader workers (loader.TrainIterator). The
+# initial weights (load_from, and the backbone's pretrained / init_cfg in every form the trainer
+# reads: train.loop._backbone_pretrained) are loaded only when a run starts; a resume restores
+# the checkpoint instead.
 RESUMABLE_KEYS = ("total_iters", "log_interval", "evaluation", "checkpoint", "data.workers_per_gpu",
                   "data.check_samples", "data.val", "data.test", "distributed", "mesh", "load_from",
-                  "model.pretrained")
+                  "model.pretrained", "model.backbone.pretrained", "model.backbone.init_cfg",
+                  "model.backbone.backbone_cfg.pretrained", "model.backbone.backbone_cfg.init_cfg")
 
 
 _ABSENT = object()  # a key one of the two configs does not have

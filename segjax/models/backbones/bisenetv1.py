@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax import layers
-from segjax.convert import CheckpointRules
+from segjax.convert import CheckpointRules, nested_backbone_rules, nested_rules
+from segjax.models.backbones import resnet
 
 # The sub-modules' own defaults (mmseg does not pass BiSeNetV1's norm_cfg / act_cfg to them).
 BN = {"type": "BN"}
@@ -97,6 +98,11 @@ class FeatureFusionModule(nn.Module):
 
 
 CHECKPOINT_RULES = {"mmseg": CheckpointRules()}
+# mmseg's bisenetv1_r*_in1k-pre configs load open-mmlab://resnet18_v1c / resnet50_v1c (a deep
+# stem) into a ResNet of type 'ResNet' (conv1/bn1 stem): mmcv's strict=False load skips the file's
+# stem.* and leaves conv1/bn1 at their initialisation, loading the stages.
+DEEP_STEM_INTO_RESNET = CheckpointRules(skip=(r"^fc\.", r"^stem\."), keep_initial=(r"^(conv1|bn1)$",))
+CONTEXT_BACKBONE = "context_path.backbone."
 
 
 class BiSeNetV1(nn.Module):
@@ -118,6 +124,20 @@ class BiSeNetV1(nn.Module):
   norm_cfg: dict = None  # unused by mmseg's sub-modules (see the module docstring)
   act_cfg: dict = None
   init_cfg: Any = None
+
+  @classmethod
+  def checkpoint_rules(cls, cfg) -> dict[str, CheckpointRules]:
+    """mmseg's BiSeNetV1 checkpoints, and the releases of the context path's backbone family
+    (``backbone_cfg``, where mmseg's in1k-pre configs put a ResNet ImageNet file) loaded into
+    ``context_path.backbone`` alone; for a ResNet, also a deep-stem file as those configs load it
+    (``DEEP_STEM_INTO_RESNET``)."""
+    from segjax.models import BACKBONES  # the registry imports this module
+    backbone_cfg = cfg.get("backbone_cfg") or {}
+    rules = {**CHECKPOINT_RULES, **nested_backbone_rules(backbone_cfg, CONTEXT_BACKBONE)}
+    backbone_cls = BACKBONES.get(backbone_cfg.get("type"))
+    if backbone_cls is not None and issubclass(backbone_cls, resnet.ResNet):
+      rules["imagenet_deep_stem"] = nested_rules(DEEP_STEM_INTO_RESNET, CONTEXT_BACKBONE)
+    return rules
 
   @nn.compact
   def __call__(self, x, train: bool = False):

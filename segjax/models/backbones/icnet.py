@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax import layers
-from segjax.convert import CheckpointRules
+from segjax.convert import CheckpointRules, nested_backbone_rules
 from segjax.models.backbones import resnet
 from segjax.models.heads.psp import PPM
 
@@ -106,6 +106,12 @@ class ICNet(nn.Module):
   act_cfg: dict = None
   align_corners: bool = False
   init_cfg: Any = None
+
+  @classmethod
+  def checkpoint_rules(cls, cfg) -> dict[str, CheckpointRules]:
+    """mmseg's ICNet checkpoints, and the releases of the ResNet family of ``backbone_cfg`` (where
+    mmseg's in1k-pre configs put its ImageNet file) loaded into ``backbone`` alone."""
+    return {**CHECKPOINT_RULES, **nested_backbone_rules(cfg.get("backbone_cfg"), "backbone.")}
 
   @nn.compact
   def __call__(self, x, train: bool = False):
