@@ -54,8 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   # A workdir's own checkpoints resume automatically; load_from only initialises weights.
   c.load_from = config_dict.placeholder(str)
   # Device mesh: axis name -> size (-1: the remaining devices). The batch is split over 'data'
-  # (and 'fsdp'); e.g. {'data': -1, 'model': 1} keeps room for a model axis.
-  c.mesh = {"data": -1}
+  # and 'fsdp'; parameters and optimizer state are sharded over 'fsdp' (--config.mesh.fsdp=8:
+  # each of 8 devices holds 1/8 of them) and replicated over 'data' (sharding.py).
+  c.mesh = {"data": -1, "fsdp": 1}
   c.distributed = dict(enabled=False, coordinator_address=config_dict.placeholder(str),
                        num_processes=config_dict.placeholder(int),
                        process_id=config_dict.placeholder(int),
