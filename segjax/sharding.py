@@ -3,7 +3,8 @@
 The batch is split over the ``data`` and ``fsdp`` axes. Parameters and optimizer state are
 replicated over ``data`` and, when the mesh has an ``fsdp`` axis of size > 1, sharded over it
 (``state_shardings``): fully sharded data parallelism as big_vision's ``fsdp`` rule, the
-all-gathers and reduce-scatters inserted by XLA from the ``jax.jit`` shardings. BatchNorm
+collectives (parameter all-gathers, gradient sums) inserted by XLA from the ``jax.jit``
+shardings. BatchNorm
 statistics under jit over a batch-sharded array are computed over the global batch (mmseg's SyncBN).
 """
 from __future__ import annotations

@@ -9,21 +9,21 @@ import sys
 import jax
 import numpy as np
 
-from conftest import ROOT
+import conftest  # noqa: F401  (puts the repository on sys.path, also in the subprocess)
+from segjax.sharding import FSDP_MIN_BYTES
 
 
 def test_fsdp_shards_state_steps_like_data_parallel_and_checkpoints(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  r = subprocess.run([sys.executable, os.path.abspath(__file__), ROOT, str(tmp_path)], env=env,
+  r = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path)], env=env,
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
-  from segjax.sharding import FSDP_MIN_BYTES
 
-  # (a) Every leaf of at least FSDP_MIN_BYTES is split into 8 distinct eighths, one per device;
-  # smaller ones stay whole. Those are the 9 matrices of 128 or more columns (the patch embedding,
-  # and per layer the qkv, output and two MLP matrices) and, of each, the SGD momentum or the
-  # two AdamW moments.
+  # (a) Every leaf of at least FSDP_MIN_BYTES (64 KiB) is split into 8 distinct eighths, one per
+  # device; smaller ones stay whole. Those are the 9 weight matrices of 128x128 floats or more
+  # (the patch embedding and, per layer, the qkv, output and two MLP matrices) and, of each, the
+  # SGD momentum or the two AdamW moments.
   for optimizer, moments in (("sgd", 1), ("adamw", 2)):
     leaves = out["leaves"][optimizer]
     large = [leaf for leaf in leaves if leaf["bytes"] >= FSDP_MIN_BYTES]
@@ -67,15 +67,15 @@ TINY_SETR = dict(
     type="EncoderDecoder",
     backbone=dict(type="VisionTransformer", img_size=(32, 32), patch_size=8, embed_dims=128,
                   num_layers=2, num_heads=2, out_indices=(0, 1), drop_path_rate=0.0,
-                  with_cls_token=True, interpolate_mode="bilinear", norm_cfg=dict(type="LN", eps=1e-6)),
+                  with_cls_token=True, interpolate_mode="bilinear",
+                  norm_cfg=dict(type="LN", eps=1e-6)),
     decode_head=dict(_HEAD, in_index=1),
     auxiliary_head=dict(_HEAD, in_index=0, loss_decode=dict(_HEAD["loss_decode"], loss_weight=0.4)),
     train_cfg={}, test_cfg=dict(mode="whole"))
 
 
-def main(root, tmp):
+def main(tmp):
   """8 devices: the measurements the test asserts, as one JSON line."""
-  sys.path.insert(0, root)
   from jax.sharding import Mesh
   from segjax import sharding
   from segjax.config import base_config, schedule
@@ -126,7 +126,8 @@ def main(root, tmp):
     pairs = [(np.asarray(x), np.asarray(y))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(reference)) if np.ndim(y) > 0]
     scale = max(float(np.abs(y).max()) for _, y in pairs)
-    return max(float(np.abs(x - y).max()) for x, y in pairs) / (float(np.finfo(np.float32).eps) * scale)
+    largest = max(float(np.abs(x - y).max()) for x, y in pairs)
+    return largest / (float(np.finfo(np.float32).eps) * scale)
 
   one = host["one"]
   parts = ("params", "opt_state", "batch_stats")
@@ -159,10 +160,11 @@ def _state_leaves(state, shard_bytes, shard_indices):
   """Per leaf of the parameters and optimizer state: its bytes, the bytes of its shard on each
   of the 8 devices, and how many distinct pieces of it the devices hold."""
   return [{"name": jax.tree_util.keystr(path), "bytes": int(np.prod(a.shape)) * a.dtype.itemsize,
-           "shard_bytes": shard_bytes(a), "distinct_shards": len({str(i) for i in shard_indices(a)})}
+           "shard_bytes": shard_bytes(a),
+           "distinct_shards": len({str(i) for i in shard_indices(a)})}
           for part in (state.params, state.opt_state)
           for path, a in jax.tree_util.tree_flatten_with_path(part)[0]]
 
 
 if __name__ == "__main__":
-  main(*sys.argv[1:])
+  main(sys.argv[1])

@@ -493,15 +493,16 @@ def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
   base = 8
   backbone = dict(stdc_type=stdc_type, in_channels=3, channels=(4, 8, 32, 64, 128), bottleneck_type="cat",
                   norm_cfg=dict(type="BN", requires_grad=True), act_cfg=dict(type="ReLU"))
-  if context_path:
-    cls, model = STDCContextPathNet, STDCContextPathNet(
-        backbone_cfg=dict(backbone, type="STDCNet"), last_in_channels=(128, 64), out_channels=8,
-        ffm_cfg=dict(in_channels=40, out_channels=16, scale_factor=4))
+  if context_path:  # its rules depend on its backbone_cfg: the config is passed as the trainer does
+    cfg = dict(backbone_cfg=dict(backbone, type="STDCNet"), last_in_channels=(128, 64), out_channels=8,
+               ffm_cfg=dict(in_channels=40, out_channels=16, scale_factor=4))
+    cls, model, backbone_arg = STDCContextPathNet, STDCContextPathNet(**cfg), dict(cfg, type="STDCContextPathNet")
   else:  # with the final conv, which a context path's STDCNet does not have
     cls, model = STDCNet, STDCNet(**backbone, with_final_conv=True)
+    backbone_arg = cls
   variables = init(model, 64)
   release = stdc_release(stdc_type, base)
-  got = convert_backbone_checkpoint(save(tmp_path, release, "STDCNet.pth"), variables, cls)
+  got = convert_backbone_checkpoint(save(tmp_path, release, "STDCNet.pth"), variables, backbone_arg)
   converted = stdc2mmseg(stdc_type, release)
   assert "stages.2.0.avg_pool.conv.weight" in converted and not any("x" in k for k in converted)
   # mmseg's published files (stdc1_20220308, stdc2_20220308) name the avd_layer ``downsample``,
@@ -514,7 +515,7 @@ def test_stdc_loads_authors_imagenet_weights(tmp_path, stdc_type, context_path):
     want = mmseg_loads(cls, converted, variables)
   assert_same_leaves(got, want)
   assert_same_leaves(convert_backbone_checkpoint(save(tmp_path, published, "stdc_20220308.pth"), variables,
-                                                 cls), want)
+                                                 backbone_arg), want)
 
 
 # ---- MobileNetV2 / V3: torchvision's ImageNet classifiers, mmcls's MobileNetV2 ---------------

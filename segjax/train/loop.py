@@ -105,7 +105,7 @@ def state_shardings(model, tx, rng, mesh):
 def jit_train_step(model, tx, schedule, mesh, state_sharding, compute_dtype=jnp.float32):
   """``train_step`` jitted for ``mesh``: the state in ``state_sharding`` (donated), the batch
   split over the batch axes, the logs replicated. XLA gathers fsdp-sharded parameters for the
-  forward and backward pass and reduce-scatters the gradients onto the shards."""
+  forward and backward pass and sums the gradients onto the shards."""
   return jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
                                    compute_dtype=compute_dtype),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh)),

@@ -7,7 +7,6 @@ Parameter names follow mmseg's state_dict: ``backbone/stages/0`` and ``/1`` (Con
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, ClassVar, Sequence
 
@@ -15,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax import layers
-from segjax.convert import CheckpointRules
+from segjax.convert import CheckpointRules, nested_backbone_rules
 from segjax.models.backbones.bisenetv1 import AttentionRefinementModule
 
 BN = {"type": "BN"}
@@ -178,21 +177,6 @@ CHECKPOINT_RULES = {
 }
 
 
-def within_context_path(rules: CheckpointRules) -> CheckpointRules:
-  """STDCNet ImageNet ``rules`` for the STDCContextPathNet around it (mmseg's configs load them
-  into its ``backbone_cfg``): the STDCNet under ``backbone.``, the context path's own modules
-  left at their initialisation."""
-  return dataclasses.replace(rules, renames=(*rules.renames, (r"^", "backbone.")),
-                             keep_initial=(r"^(arms|convs|conv_avg|ffm)\.",))
-
-
-CONTEXT_PATH_CHECKPOINT_RULES = {
-    "mmseg": CHECKPOINT_RULES["mmseg"],
-    **{source: within_context_path(CHECKPOINT_RULES[source])
-       for source in ("mmseg_pretrain", "stdc1_imagenet", "stdc2_imagenet")},
-}
-
-
 class STDCNet(nn.Module):
   """mmseg ``STDCNet``: two stride-2 ConvModules (``stages.0``, ``stages.1``) then the STDC stages;
   returns the STDC stages' outputs (1/8, 1/16, 1/32), the last through ``final_conv`` if set."""
@@ -249,7 +233,7 @@ class STDCContextPathNet(nn.Module):
   STDC detail head), refined 1/16, refined 1/8, fusion]."""
   TINY: ClassVar[dict] = dict(backbone_cfg=dict(STDCNet.TINY, type="STDCNet"), last_in_channels=(64, 32),
                               out_channels=8, ffm_cfg=dict(in_channels=24, out_channels=16, scale_factor=4))
-  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = CONTEXT_PATH_CHECKPOINT_RULES
+  CHECKPOINT_RULES: ClassVar[dict[str, CheckpointRules]] = {"mmseg": CHECKPOINT_RULES["mmseg"]}
   backbone_cfg: dict = None
   last_in_channels: Sequence[int] = (1024, 512)
   out_channels: int = 128
@@ -258,6 +242,12 @@ class STDCContextPathNet(nn.Module):
   align_corners: Any = None
   norm_cfg: dict = None
   init_cfg: Any = None
+
+  @classmethod
+  def checkpoint_rules(cls, cfg) -> dict[str, CheckpointRules]:
+    """mmseg's checkpoints, and the releases of the STDCNet of ``backbone_cfg`` (where mmseg's
+    in1k-pre configs put its ImageNet file) loaded into ``backbone`` alone."""
+    return {**cls.CHECKPOINT_RULES, **nested_backbone_rules(cfg.get("backbone_cfg"), "backbone.")}
 
   @nn.compact
   def __call__(self, x, train: bool = False):
