@@ -45,6 +45,7 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(skip)
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent under -p no:xdist
 def pytest_xdist_auto_num_workers(config):
   """``-n auto`` (pytest.ini): one worker per CPU, at most 4, since each holds its own JAX runtime."""
   return max(1, min(os.cpu_count() or 1, 4))

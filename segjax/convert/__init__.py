@@ -87,9 +87,9 @@ def load_checkpoint(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as archive:
       return {k: archive[k] for k in archive.files}
-  if path.endswith((".pth", ".pt")):
+  if path.endswith((".pth", ".pt", ".tar")):  # .pth.tar: how some authors (STDC) publish
     return load_torch_checkpoint(path)
-  raise CheckpointMismatchError(f"{path}: unknown checkpoint format; expected a .pth/.pt (PyTorch) "
+  raise CheckpointMismatchError(f"{path}: unknown checkpoint format; expected a .pth/.pt/.pth.tar (PyTorch) "
                                 "or .npz (JAX/numpy) file")
 
 
