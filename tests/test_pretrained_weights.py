@@ -158,7 +158,7 @@ def test_checkpoint_wrappers_and_formats(tmp_path):
   odd = tmp_path / "vit.ckpt"
   odd.write_bytes(b"")
   with pytest.raises(CheckpointMismatchError, match=r"vit.ckpt: unknown checkpoint format; expected a "
-                                                    r"\.pth/\.pt \(PyTorch\) or \.npz"):
+                                                    r"\.pth/\.pt/\.pth\.tar \(PyTorch\) or \.npz"):
     convert_backbone_checkpoint(str(odd), target, "VisionTransformer")
 
 
@@ -376,6 +376,8 @@ def test_no_release_fits_names_file_and_each_source(tmp_path):
   assert re.search(r"timm: blocks\.0\.attn\.qkv\.weight .*\(48, 17\)", message)
   assert "mmseg_pretrain: unexpected key" in message
   assert "jax: unexpected key" in message
+  with pytest.raises(CheckpointMismatchError, match=re.escape(f"{path} as VisionTransformer's 'timm' release")):
+    convert_backbone_checkpoint(path, target, "VisionTransformer", source="timm")
   with pytest.raises(FileNotFoundError, match="missing.npz"):
     convert_backbone_checkpoint(str(tmp_path / "missing.npz"), target, "VisionTransformer")
 

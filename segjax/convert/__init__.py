@@ -538,7 +538,10 @@ def convert_backbone_checkpoint(path: str, backbone_target: Any, backbone: type 
   convert = lambda source: convert_state_dict(_release_state(state, source), backbone_target,
                                               {"": family_rules(cls, source, cfg)})
   if source is not None:
-    return convert(source)
+    try:
+      return convert(source)
+    except CheckpointMismatchError as e:
+      raise CheckpointMismatchError(f"{path} as {cls.__name__}'s {source!r} release: {e}") from None
   first, *others = _fitting_sources(state, _flatten(backbone_target), cls, cfg, path)
   converted = convert(first)
   for other in others:
