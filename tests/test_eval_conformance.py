@@ -213,7 +213,7 @@ def test_tools_test_honours_the_configs_flip_and_aug_test_sets_mmseg_ratios(trai
       expected = np.asarray(jnp.argmax(probs + flipped, -1))[0]
       assert (preds[f"pred_{i:05d}"] == expected).mean() > 0.999
       unflipped = np.asarray(jnp.argmax(probs, -1))[0]
-      assert (expected != unflipped).any()  # the flip matters for this model and image
+      assert (expected != unflipped).mean() > 0.01  # the flip matters for this model and image
 
 
 def fake_predict(variables, img, label, *, augs):
