@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segjax.config import load_config, to_plain  # noqa: E402
-from segjax.models import build_segmentor  # noqa: E402
+from segjax.models import build_segmentor, init_variables  # noqa: E402
 from segjax.models.segmentors.encoder_decoder import final_decode_head  # noqa: E402
 from segjax.train import loop, optim  # noqa: E402
 
@@ -35,7 +35,9 @@ def main(argv=None):
   config = load_config(args.config)
   model_cfg = to_plain(config.model)
   model = build_segmentor(model_cfg)
-  tx, schedule = optim.build_optimizer(config)
+  # the parameter tree's shapes: paramwise_cfg (the transformers' AdamW) needs them
+  param_shapes = jax.eval_shape(lambda r: init_variables(model, r)["params"], jax.random.PRNGKey(0))
+  tx, schedule = optim.build_optimizer(config, param_shapes)
   state = loop.create_train_state(model, tx, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   num_classes = final_decode_head(model_cfg)["num_classes"]
