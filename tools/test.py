@@ -178,7 +178,6 @@ def main(argv=None):
   if confusion is not None:
     confusion.sum_over_processes()
     cityscapes = confusion.results()
-    results.update(cityscapes)
   if jax.process_index() != 0:
     return
   if confusion is not None:
@@ -189,6 +188,7 @@ def main(argv=None):
   if confusion is not None:
     print(f"averageScoreClasses {100 * cityscapes['averageScoreClasses']:.2f}  "
           f"averageScoreCategories {100 * cityscapes['averageScoreCategories']:.2f}")
+    results.update(cityscapes)
   if args.work_dir:
     os.makedirs(args.work_dir, exist_ok=True)
     path = os.path.join(args.work_dir, f"eval_{time.strftime('%Y%m%d_%H%M%S')}.json")
