@@ -59,9 +59,9 @@ def peak_buffers(path):
   for line in lines[start + 1:]:
     if not line.strip():
       break
-    sizes = re.findall(r"(\d+) ?bytes|size[=:] ?(\d+)", line)
-    size = max((int(a or b) for a, b in sizes), default=0)
-    buffers.append((size, line.strip()))
+    m = re.match(r"\s*(\S+): (\d+) bytes", line)  # "name{}: N bytes (cumulative: M bytes)"
+    if m:
+      buffers.append((int(m.group(2)), m.group(1)))
   return lines[start], sorted(buffers, reverse=True)
 
 
@@ -75,13 +75,14 @@ def main(argv=None):
   args = parser.parse_args(argv)
   compiled = compile_program(args)
   print(compiled.memory_analysis())
-  # the largest module's plan is the program's (init and small helpers are dumped too)
-  dumps = sorted(glob.glob(os.path.join(DUMP, "*-live-range.txt")), key=os.path.getsize)
-  header, buffers = peak_buffers(dumps[-1])
-  print(f"{os.path.basename(dumps[-1])}: {header}")
+  # init and small helpers are dumped too; the program is the jitted inference_logits / train_step
+  program = "inference_logits" if args.mode == "infer" else "train_step"
+  dump = glob.glob(os.path.join(DUMP, f"*jit_{program}*-live-range.txt"))[0]
+  header, buffers = peak_buffers(dump)
+  print(f"{os.path.basename(dump)}: {header.strip()}, {sum(b for b, _ in buffers) / 2**20:.1f} MiB alive")
   for size, line in buffers[:args.top]:
     print(f"  {size / 2**20:9.1f} MiB  {line[:220]}")
-  print(f"dump: {DUMP}")
+  print(f"dump: {DUMP} (the file's 'Stack trace breakdown for peak usage' names the jax source scopes)")
 
 
 if __name__ == "__main__":
