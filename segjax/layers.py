@@ -341,9 +341,12 @@ class BatchNorm(nn.Module):
   names them. Training normalises with the biased batch variance and updates
   ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance, as PyTorch
   does. Under jit over a batch-sharded mesh the statistics are global (SyncBN).
+  ``requires_grad=False`` (mmcv's norm_cfg key) marks ``scale``/``bias`` for the optimizer to
+  leave as they are (``segjax.train.optim.frozen_names``); the statistics still update.
   """
   momentum: float = 0.1
   epsilon: float = 1e-5
+  requires_grad: bool = True
 
   @nn.compact
   def __call__(self, x, use_running_average: bool):
@@ -373,16 +376,24 @@ class BatchNorm(nn.Module):
 NORM_NAMES = {"BN": "bn", "SyncBN": "bn", "MMSyncBN": "bn", "GN": "gn", "LN": "ln", "IN": "in"}
 
 
-# Keys of mmcv's norm_cfg beyond ``type``: ``requires_grad`` is the optimizer's business (frozen
-# stages); ``eps``/``momentum``/``num_groups``/``affine`` are passed to the layer as mmcv passes them.
+# Keys of mmcv's norm_cfg beyond ``type``: ``requires_grad`` marks the layer (its ``requires_grad``
+# field) for the optimizer, which leaves a False one's parameters as they are
+# (segjax.train.optim.frozen_names); ``eps``/``momentum``/``num_groups``/``affine`` are passed to
+# the layer as mmcv passes them.
 _BN_KEYS = {"requires_grad", "eps", "momentum"}
 NORM_KEYS = {"BN": _BN_KEYS, "SyncBN": _BN_KEYS, "MMSyncBN": _BN_KEYS,
              "GN": {"requires_grad", "eps", "num_groups"}, "LN": {"requires_grad", "eps"},
              "IN": {"requires_grad", "eps", "momentum", "affine", "track_running_stats"}}
 
 
+class GroupNorm(nn.GroupNorm):
+  """flax's GroupNorm with mmcv's ``requires_grad`` mark (see ``BatchNorm``)."""
+  requires_grad: bool = True
+
+
 def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
-  """Build the norm of ``norm_cfg`` (mmcv ``build_norm_layer``); returns a callable(x, train)."""
+  """Build the norm of ``norm_cfg`` (mmcv ``build_norm_layer``); returns a callable(x, train).
+  ``frozen``: BatchNorm statistics stay as they are (a frozen stage's eval mode)."""
   kind = norm_cfg["type"]
   if kind not in NORM_NAMES:
     raise ValueError(f"norm_cfg.type={kind!r} is not supported; expected one of {sorted(NORM_NAMES)}")
@@ -391,24 +402,25 @@ def norm_layer(norm_cfg: dict, name: str | None = None, frozen: bool = False):
   if unknown:
     raise ValueError(f"norm_cfg {norm_cfg} has keys {unknown} that {kind} does not take; expected {sorted(known)}")
   eps = norm_cfg.get("eps", 1e-5)
+  requires_grad = bool(norm_cfg.get("requires_grad", True))
   if kind in ("BN", "SyncBN", "MMSyncBN"):
-    bn = BatchNorm(momentum=norm_cfg.get("momentum", 0.1), epsilon=eps, name=name)
+    bn = BatchNorm(momentum=norm_cfg.get("momentum", 0.1), epsilon=eps, requires_grad=requires_grad, name=name)
     return lambda x, train: bn(x, use_running_average=(not train) or frozen)
   if kind == "IN":
     if norm_cfg.get("track_running_stats", False):
       raise ValueError(f"norm_cfg {norm_cfg}: InstanceNorm with track_running_stats=True (running "
                        "statistics at test time) is not supported; mmcv's IN default is False")
     # torch's InstanceNorm2d: per image and channel over H, W, biased variance; mmcv: affine=False.
-    inorm = nn.GroupNorm(num_groups=None, group_size=1, epsilon=eps, use_fast_variance=False,
-                         use_bias=bool(norm_cfg.get("affine", False)),
-                         use_scale=bool(norm_cfg.get("affine", False)), name=name)
+    inorm = GroupNorm(num_groups=None, group_size=1, epsilon=eps, use_fast_variance=False,
+                      use_bias=bool(norm_cfg.get("affine", False)),
+                      use_scale=bool(norm_cfg.get("affine", False)), requires_grad=requires_grad, name=name)
     return lambda x, train: inorm(x)
   # PyTorch's variance (mean of squared deviations), not flax's default E[x^2] - E[x]^2.
   if kind == "GN":
-    gn = nn.GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, use_fast_variance=False,
-                      name=name)
+    gn = GroupNorm(num_groups=norm_cfg["num_groups"], epsilon=eps, use_fast_variance=False,
+                   requires_grad=requires_grad, name=name)
     return lambda x, train: gn(x)
-  ln = LayerNorm(eps, name=name)
+  ln = LayerNorm(eps, requires_grad, name=name)
   return lambda x, train: ln(x)
 
 
@@ -554,9 +566,10 @@ class LayerNorm(nn.Module):
 
   PyTorch's variance is the mean of squared deviations from the mean; flax's LayerNorm defaults
   to E[x^2] - E[x]^2 (``use_fast_variance``), which loses digits when |mean| >> std. Statistics
-  are float32 at least (float64 when ``x`` is).
+  are float32 at least (float64 when ``x`` is). ``requires_grad``: as ``BatchNorm``'s.
   """
   epsilon: float = 1e-5
+  requires_grad: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -573,17 +586,24 @@ class LayerNorm(nn.Module):
 
 def layer_norm(norm_cfg: dict | None, name: str) -> LayerNorm:
   """mmcv ``build_norm_layer`` of an (LN) ``norm_cfg`` on token features (eps 1e-5 if unset)."""
-  return LayerNorm(layer_norm_epsilon(norm_cfg), name=name)
+  norm_cfg = dict(norm_cfg or {"type": "LN"})
+  requires_grad = bool(norm_cfg.pop("requires_grad", True))
+  return LayerNorm(layer_norm_epsilon(norm_cfg), requires_grad, name=name)
 
 
 def layer_norm_epsilon(norm_cfg: dict | None, default: float = 1e-5) -> float:
-  """``eps`` of an mmcv ``norm_cfg`` that must be a LayerNorm (``type='LN'``)."""
+  """``eps`` of an mmcv ``norm_cfg`` that must be a LayerNorm (``type='LN'``), for a module that
+  builds its LayerNorms from it; such a module does not mark them, so ``requires_grad=False`` is
+  refused rather than ignored (``layer_norm`` honours it)."""
   norm_cfg = norm_cfg or {"type": "LN"}
   if norm_cfg.get("type") != "LN":
     raise ValueError(f"norm_cfg={norm_cfg}: this module takes only a LayerNorm, type='LN'")
   unknown = sorted(set(norm_cfg) - NORM_KEYS["LN"] - {"type"})
   if unknown:
     raise ValueError(f"norm_cfg {norm_cfg} has keys {unknown} that LN does not take")
+  if not norm_cfg.get("requires_grad", True):
+    raise ValueError(f"norm_cfg {norm_cfg}: requires_grad=False is not supported by this module "
+                     "(its LayerNorms are trained); remove it or set requires_grad=True")
   return norm_cfg.get("eps", default)
 
 

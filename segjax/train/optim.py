@@ -9,6 +9,10 @@
   (or mmseg's LayerDecayOptimizerConstructor) scales lr by layer id as mmseg assigns it.
 - ``optimizer_config.grad_clip`` (max_norm, norm_type: any p > 0 or inf) clips as torch's
   ``clip_grad_norm_``; ``cumulative_iters`` accumulates as mmcv's GradientCumulativeOptimizerHook.
+- Parameters mmseg sets ``requires_grad=False`` (a backbone's ``frozen_stages``, a norm_cfg's
+  ``requires_grad=False``) get no update at all, as PyTorch's optimizers skip a parameter without
+  gradient: no weight decay, no momentum, left out of the gradient clipping norm
+  (``frozen_names``).
 - Schedules by iteration (mmcv ``*LrUpdaterHook``, ``by_epoch=False``): poly, step, cosine
   annealing, cyclic, fixed; each with linear/constant/exp warmup over ``warmup_iters`` from
   ``warmup_ratio``: the warmup multiplies the regular lr of the same iteration, as mmcv does.
@@ -18,14 +22,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import optax
 from flax import traverse_util
 
-from segjax.models import LAYER_DECAY_IDS
+from segjax.config import to_plain
+from segjax.models import BACKBONES, LAYER_DECAY_IDS, build_segmentor, init_variables, module_kwargs
 
 
 def cyclic(cfg: Mapping, base: float, max_iters: int, default_target):
@@ -111,6 +117,67 @@ def torch_name(path: tuple) -> str:
   """Flax parameter path -> mmseg's state_dict name (``kernel``/``scale`` -> ``weight``)."""
   leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(path[-1], path[-1])
   return ".".join((*path[:-1], leaf))
+
+
+def backbone_frozen_names(model_cfg: Mapping) -> tuple[str, ...]:
+  """mmseg names (``backbone.layer1``: a module or a parameter) of what the backbone's
+  ``_freeze_stages`` sets ``requires_grad=False`` on, as its class declares it for its config
+  (``frozen_parameters()``; a class without it freezes nothing)."""
+  cfg = dict(model_cfg.get("backbone") or {})
+  cls = BACKBONES.get(cfg.get("type"))
+  if cls is None or not hasattr(cls, "frozen_parameters"):
+    return ()
+  backbone = cls(**module_kwargs(cls, cfg, "model.backbone"), parent=None)
+  return tuple(f"backbone.{name}" for name in backbone.frozen_parameters())
+
+
+def _sets_requires_grad_false(cfg) -> bool:
+  if isinstance(cfg, Mapping):
+    return cfg.get("requires_grad", True) is False or any(map(_sets_requires_grad_false, cfg.values()))
+  if isinstance(cfg, (list, tuple)):
+    return any(map(_sets_requires_grad_false, cfg))
+  return False
+
+
+def frozen_norm_names(model_cfg: Mapping) -> tuple[str, ...]:
+  """mmseg names of the norm layers built from a ``norm_cfg`` with ``requires_grad=False``
+  (mmcv's build_norm_layer freezes their weight and bias): the layers the model marks
+  (``layers.norm_layer``), found by tracing its initialisation, only when the config sets
+  ``requires_grad=False`` somewhere."""
+  if not _sets_requires_grad_false(model_cfg):
+    return ()
+  found = set()
+
+  def record(call, args, kwargs, context):
+    if getattr(context.module, "requires_grad", True) is False:
+      found.add(".".join(context.module.path))
+    return call(*args, **kwargs)
+
+  model = build_segmentor(model_cfg)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda rng: init_variables(model, rng), jax.random.PRNGKey(0))
+  return tuple(sorted(found))
+
+
+def frozen_names(model_cfg: Mapping) -> tuple[str, ...]:
+  """mmseg names of what mmseg trains with ``requires_grad=False``: the backbone's frozen stages
+  and the norm layers of ``requires_grad=False`` norm_cfgs."""
+  model_cfg = to_plain(model_cfg)
+  return (*backbone_frozen_names(model_cfg), *frozen_norm_names(model_cfg))
+
+
+def frozen_mask(params, names: Sequence[str]) -> Any:
+  """Tree of bools over ``params``: whether a parameter's mmseg name is one of ``names`` or lies
+  under one. A name holding no parameter is an error (a declaration that does not match the
+  model would otherwise freeze nothing)."""
+  flat = {path: torch_name(path) for path in traverse_util.flatten_dict(params)}
+  under = lambda name, prefix: name == prefix or name.startswith(prefix + ".")
+  unmatched = [n for n in names if not any(under(name, n) for name in flat.values())]
+  if unmatched:
+    raise ValueError(f"frozen parameters {unmatched} (the backbone's frozen_stages, or a norm_cfg's "
+                     "requires_grad=False) name no parameter of the model")
+  return traverse_util.unflatten_dict({path: any(under(name, n) for n in names)
+                                       for path, name in flat.items()})
 
 
 def param_multipliers(params, paramwise_cfg: Mapping | None) -> tuple[Any, Any]:
@@ -226,10 +293,23 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   """optax transformation for ``config.optimizer`` (+ ``paramwise_cfg``, gradient clipping).
 
   ``params`` (or a tree of the same structure) is needed only when ``paramwise_cfg`` is set.
+  The parameters ``frozen_names`` gives get a zero update, and the rest of the optimizer (its
+  state, the clipping norm) does not see them.
   """
   opt = dict(config.optimizer)
   schedule = build_schedule(config)
   lr_mult, decay_mult = multipliers(config, params)
+  frozen = frozen_names(config.model) if config.get("model") is not None else ()
+  labels = None
+  if frozen:
+    label = lambda tree: jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(tree, frozen))
+    labels = label if params is None else label(params)
+    if lr_mult is not None:
+      # The trained parameters' transformations see the frozen leaves as optax.masked gives
+      # them (MaskedNode), so their multiplier trees must hold them the same way.
+      hide = lambda tree: jax.tree.map(lambda m, f: optax.MaskedNode() if f else m, tree,
+                                       frozen_mask(params, frozen))
+      lr_mult, decay_mult = hide(lr_mult), hide(decay_mult)
   wd = opt.get("weight_decay", 0.0) or 0.0
   decay = (_add_decay(wd, decay_mult) if decay_mult is not None else optax.add_decayed_weights(wd))
   kind = opt["type"]
@@ -268,6 +348,8 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   if clip.max_norm:
     parts.insert(0, clip_grad_norm(clip.max_norm, clip.get("norm_type", 2.0)))
   tx = optax.chain(*parts)
+  if labels is not None:
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
   if every == 1:
     return tx, schedule
   full_updates, remainder = divmod(total, every)

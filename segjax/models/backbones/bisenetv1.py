@@ -139,6 +139,15 @@ class BiSeNetV1(nn.Module):
       rules["imagenet_deep_stem"] = nested_rules(DEEP_STEM_INTO_RESNET, CONTEXT_BACKBONE)
     return rules
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """The context path's backbone's frozen stages (``backbone_cfg``'s ``frozen_stages``)."""
+    from segjax.models import BACKBONES, module_kwargs  # the registry imports this module
+    cls = BACKBONES.get((self.backbone_cfg or {}).get("type"))
+    if cls is None or not hasattr(cls, "frozen_parameters"):
+      return ()
+    backbone = cls(**module_kwargs(cls, self.backbone_cfg, "backbone.backbone_cfg"), parent=None)
+    return tuple(CONTEXT_BACKBONE + name for name in backbone.frozen_parameters())
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.backbone_cfg is None:

@@ -34,6 +34,8 @@ def _norm_eps(norm_cfg: dict) -> float:
   the channels of an NHWC map."""
   if norm_cfg.get("type") not in ("LN2d", "LN") or set(norm_cfg) - {"type", "eps", "requires_grad"}:
     raise ValueError(f"ConvNeXt: norm_cfg={norm_cfg}; expected dict(type='LN2d', eps=...)")
+  if not norm_cfg.get("requires_grad", True):  # its LayerNorms are built from eps alone, unmarked
+    raise ValueError(f"ConvNeXt: norm_cfg={norm_cfg}: requires_grad=False is not supported")
   return norm_cfg.get("eps", 1e-5)
 
 
@@ -109,6 +111,11 @@ class ConvNeXt(nn.Module):
     if not {"depths", "channels"} <= set(arch) or len(arch["depths"]) != len(arch["channels"]):
       raise ValueError(f"ConvNeXt: arch={arch} must have 'depths' and 'channels' of the same length")
     return tuple(arch["depths"]), tuple(arch["channels"])
+
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmcls's ``_freeze_stages`` sets ``requires_grad=False`` on: ``downsample_layers.{i}``
+    and ``stages.{i}`` for i < frozen_stages (the output norms stay trained)."""
+    return tuple(name for i in range(self.frozen_stages) for name in (f"downsample_layers.{i}", f"stages.{i}"))
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -243,6 +243,18 @@ class HRNet(nn.Module):
   pretrained: Any = None
   init_cfg: Any = None
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmseg's ``_freeze_stages`` sets ``requires_grad=False`` on: the two stem convs and
+    norms when ``frozen_stages >= 0``; stage 1 is ``layer1`` + ``transition1``, stage k
+    ``stage{k}`` + ``transition{k}`` (stage 4 has no transition of its own)."""
+    if self.frozen_stages < 0:
+      return ()
+    norm = layers.NORM_NAMES[(self.norm_cfg or {"type": "BN"})["type"]]
+    names = ["conv1", f"{norm}1", "conv2", f"{norm}2"]
+    for i in range(1, self.frozen_stages + 1):
+      names += ["layer1", "transition1"] if i == 1 else [f"stage{i}", *([f"transition{i}"] if i < 4 else [])]
+    return tuple(names)
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     check_extra(self.extra)

@@ -142,18 +142,26 @@ class MobileNetV2(nn.Module):
     if self.conv_cfg is not None:
       raise ValueError(f"MobileNetV2: conv_cfg={self.conv_cfg} is not supported (only None, Conv2d)")
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmseg's ``_freeze_stages`` sets ``requires_grad=False`` on: ``conv1`` when
+    ``frozen_stages >= 0``, and ``layer1`` .. ``layer{frozen_stages}``."""
+    if self.frozen_stages < 0:
+      return ()
+    return ("conv1", *(f"layer{i}" for i in range(1, self.frozen_stages + 1)))
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     self.check_config()
     layers.check_in_channels(x, 3, "MobileNetV2 backbone")
     norm_cfg = dict(self.norm_cfg or BN)
     act_cfg = dict(self.act_cfg or RELU6)
-    # norm_eval keeps every BN in eval mode; frozen stages (conv1 = stage 0, layer1..) too, and
-    # their parameters get no gradient.
+    # norm_eval keeps every BN in eval mode; frozen layers (layer1..) too; frozen parameters
+    # (conv1's too) get no gradient. mmseg's _freeze_stages does not put conv1 in eval mode: its
+    # BN statistics keep updating.
     bn_train = train and not self.norm_eval
     in_channels = make_divisible(32 * self.widen_factor, 8)
     x = layers.conv_module(in_channels, 3, 2, 1, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                           name="conv1")(x, bn_train and self.frozen_stages < 0)
+                           name="conv1")(x, bn_train)
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
     layer_cls = nn.remat(InvertedResidualLayer, static_argnums=(2,)) if self.with_cp else InvertedResidualLayer

@@ -198,6 +198,11 @@ class MobileNetV3(nn.Module):
     if self.conv_cfg is not None:
       raise ValueError(f"MobileNetV3: conv_cfg={self.conv_cfg} is not supported (only None, Conv2d)")
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmseg's ``_freeze_stages`` sets ``requires_grad=False`` on: ``layer0`` ..
+    ``layer{frozen_stages}``."""
+    return tuple(f"layer{i}" for i in range(self.frozen_stages + 1))
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     self.check_config()

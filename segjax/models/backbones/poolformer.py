@@ -144,6 +144,19 @@ class PoolFormer(nn.Module):
       raise ValueError(f"PoolFormer: arch={arch} must have 'layers' and 'embed_dims'")
     return {"mlp_ratios": (4, 4, 4, 4), "layer_scale_init_value": 1e-5, **arch}
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmcls's ``_freeze_stages`` sets ``requires_grad=False`` on: ``patch_embed`` when
+    ``frozen_stages >= 0``, then ``network.{i}`` and its ``norm{i}`` (if an output) for i <
+    frozen_stages."""
+    if self.frozen_stages < 0:
+      return ()
+    out_indices = [self.out_indices] if isinstance(self.out_indices, int) else list(self.out_indices)
+    out_indices = [i + 7 if i < 0 else i for i in out_indices]
+    names = ["patch_embed"]
+    for i in range(self.frozen_stages):
+      names += [f"network.{i}", *([f"norm{i}"] if i in out_indices else [])]
+    return tuple(names)
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     arch = self.settings()

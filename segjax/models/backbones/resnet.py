@@ -195,6 +195,15 @@ class ResNet(nn.Module):
                     width=(planes * self.base_width // self.base_channels) * self.groups)
     return kwargs
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmseg's ``_freeze_stages`` sets ``requires_grad=False`` on (the optimizer leaves it
+    as it is): the stem (``stem``, or ``conv1``/``bn1``) when ``frozen_stages >= 0``, and
+    ``layer1`` .. ``layer{frozen_stages}``."""
+    if self.frozen_stages < 0:
+      return ()
+    stem = ("stem",) if self.deep_stem else ("conv1", "bn1")
+    return (*stem, *(f"layer{i}" for i in range(1, self.frozen_stages + 1)))
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     block_cls, stage_blocks = self.arch()

@@ -263,6 +263,17 @@ class SwinTransformer(nn.Module):
   frozen_stages: int = -1
   init_cfg: Any = None
 
+  def frozen_parameters(self) -> tuple[str, ...]:
+    """What mmseg's ``_freeze_stages`` sets ``requires_grad=False`` on: ``patch_embed`` (and
+    ``absolute_pos_embed``) when ``frozen_stages >= 0``, then for i in 1..frozen_stages
+    ``stages.{i-1}`` (with its downsampling) and ``norm{i-1}`` if it is an output."""
+    if self.frozen_stages < 0:
+      return ()
+    names = ["patch_embed", *(["absolute_pos_embed"] if self.use_abs_pos_embed else [])]
+    for i in range(self.frozen_stages):
+      names += [*([f"norm{i}"] if i in self.out_indices else []), f"stages.{i}"]
+    return tuple(names)
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     num_stages = len(self.depths)
