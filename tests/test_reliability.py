@@ -238,7 +238,8 @@ def test_loader_workers_end_when_the_training_process_is_killed(tiny_dataset):
 
 @pytest.mark.parametrize("key, value, expected", [
     ("checkpoint.interval", 0, "checkpoint.interval=0: expected an integer >= 1"),
-    ("evaluation.interval", 0, "evaluation.interval=0: expected an integer >= 1"),
+    # 0 means no evaluation, as mmseg's --no-validate (tests/test_eval_conformance.py).
+    ("evaluation.interval", -1, "evaluation.interval=-1: expected an integer >= 0"),
     ("total_iters", -3, "total_iters=-3: expected an integer >= 1"),
     ("compute_dtype", "foo", "compute_dtype='foo': expected one of float32, bfloat16"),
     ("data.workers_per_gpu", -1, "data.workers_per_gpu=-1: expected an integer >= 0")])
