@@ -185,16 +185,21 @@ def test_layer_decay_constructor_scales_sgd_steps():
   np.testing.assert_allclose(updates["backbone"]["layers"]["0"]["fc"]["bias"], -0.1 * scale * 1.0)
 
 
-def test_cumulative_iters_update_once_on_the_mean_gradient():
-  # mmcv's GradientCumulativeOptimizerHook(cumulative_iters=2) (BEiT-L's configs): no update after
-  # the first iteration; after the second, one SGD step on the mean of both gradients at the lr of
-  # iteration 1 (poly, power 1: 0.1 * (1 - 1/10)).
+def cumulative_sgd(total_iters):
+  """Plain SGD at lr 0.1 with a linear (poly, power 1) decay, one update per 2 iterations."""
   c = base_config()
   c.optimizer = dict(type="SGD", lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False)
   c.lr_config = dict(policy="poly", power=1.0, min_lr=0.0, by_epoch=False)
   c.optimizer_config.cumulative_iters = 2
-  c.total_iters = 10
-  tx, _ = optim.build_optimizer(c)
+  c.total_iters = total_iters
+  return optim.build_optimizer(c)[0]
+
+
+def test_cumulative_iters_update_once_on_the_mean_gradient():
+  # mmcv's GradientCumulativeOptimizerHook(cumulative_iters=2) (BEiT-L's configs): no update after
+  # the first iteration; after the second, one SGD step on the mean of both gradients at the lr of
+  # iteration 1 (poly, power 1: 0.1 * (1 - 1/10)).
+  tx = cumulative_sgd(total_iters=10)
   params = {"w": jnp.ones(1)}
   state = tx.init(params)
   first, state = tx.update({"w": jnp.full(1, 1.0)}, state, params)
@@ -246,12 +251,7 @@ def test_cumulative_iters_last_partial_group_updates_at_the_last_iteration():
   # mmcv's GradientCumulativeOptimizerHook with max_iters 5, cumulative_iters 2: updates after
   # iterations 1 and 3 (means of two gradients), and after iteration 4, the last, on its own
   # gradient (the remainder's loss factor is 1), at the lr of iteration 4.
-  c = base_config()
-  c.optimizer = dict(type="SGD", lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False)
-  c.lr_config = dict(policy="poly", power=1.0, min_lr=0.0, by_epoch=False)
-  c.optimizer_config.cumulative_iters = 2
-  c.total_iters = 5
-  tx, _ = optim.build_optimizer(c)
+  tx = cumulative_sgd(total_iters=5)
   params = {"w": jnp.ones(1)}
   state = tx.init(params)
   steps = []
