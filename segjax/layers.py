@@ -640,6 +640,30 @@ def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
   return [float(r) for r in np.linspace(0.0, drop_path_rate, num_layers, dtype=np.float32)]
 
 
+# Query rows per block of softmax_attention: a (block, 8192) float32 map is 32 MB.
+ATTENTION_BLOCK_ROWS = 1024
+
+
+def softmax_attention(query, key, value, scale: float = 1.0):
+  """softmax(scale q k^T) v over all positions (the non-local family: DANet's PAM, NonLocal2d,
+  DisentangledNonLocal2d) for q (N, Lq, C), k (N, Lk, C), v (N, Lk, Cv). The full (Lq, Lk) map
+  of a 64x128 feature is 268 MB, twice over (exponentials and their normalisation), which made
+  it the peak of DANet's inference; each query row's softmax is independent of the others, so
+  rows go in blocks of ``ATTENTION_BLOCK_ROWS`` through a ``lax.map`` (the last block padded),
+  each block recomputed in the backward pass rather than stored."""
+  def attend(q):
+    return jax.nn.softmax(jnp.einsum("nqc,nkc->nqk", q, key) * scale, axis=-1) @ value
+
+  n, rows, channels = query.shape
+  if rows <= ATTENTION_BLOCK_ROWS:
+    return attend(query)
+  blocks = -(-rows // ATTENTION_BLOCK_ROWS)
+  padded = jnp.pad(query, ((0, 0), (0, blocks * ATTENTION_BLOCK_ROWS - rows), (0, 0)))
+  padded = padded.reshape(n, blocks, ATTENTION_BLOCK_ROWS, channels).swapaxes(0, 1)
+  out = jax.lax.map(jax.checkpoint(attend), padded)
+  return out.swapaxes(0, 1).reshape(n, blocks * ATTENTION_BLOCK_ROWS, -1)[:, :rows]
+
+
 def multi_head_attention(module: nn.Module, q, k, v, bias=None, attn_drop: float = 0.0,
                          train: bool = False, scale: float | None = None):
   """softmax(scale q k^T + bias) v for q (N, Lq, heads, d), k/v (N, Lk, heads, d), bias

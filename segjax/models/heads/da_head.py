@@ -24,8 +24,7 @@ class PAM(nn.Module):
     query = layers.conv2d(self.channels, 1, name="query_project")(x).reshape(n, h * w, self.channels)
     key = layers.conv2d(self.channels, 1, name="key_project")(x).reshape(n, h * w, self.channels)
     value = layers.conv2d(self.in_channels, 1, name="value_project")(x).reshape(n, h * w, c)
-    sim_map = nn.softmax(jnp.einsum("nqc,nkc->nqk", query, key), axis=-1)
-    context = (sim_map @ value).reshape(n, h, w, c)
+    context = layers.softmax_attention(query, key, value).reshape(n, h, w, c)
     return layers.Scale(0.0, name="gamma")(context) + x
 
 

@@ -16,13 +16,9 @@ class DisentangledNonLocal2d(NonLocal2d):
   (1x1 conv to one channel, softmax over positions) pooling g(x), added to every position."""
   temperature: float = 0.05
 
-  def pairwise(self, theta_x, phi_x, train: bool):
-    if self.mode != "embedded_gaussian":
-      return super().pairwise(theta_x, phi_x, train)
-    pairwise = theta_x @ phi_x.swapaxes(1, 2)
-    if self.use_scale:
-      pairwise = pairwise / theta_x.shape[-1] ** 0.5
-    return nn.softmax(pairwise / self.temperature, axis=-1)
+  def softmax_scale(self, channels: int) -> float:
+    scale = super().softmax_scale(channels)
+    return scale / self.temperature if self.mode == "embedded_gaussian" else scale
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -38,7 +34,7 @@ class DisentangledNonLocal2d(NonLocal2d):
       x = theta_x.reshape(x.shape)
       phi_x = theta_x
     phi_x = phi_x - phi_x.mean(axis=1, keepdims=True)
-    y = self.pairwise(theta_x, phi_x, train) @ g_x
+    y = self.context(theta_x, phi_x, g_x, train)
     unary_mask = nn.softmax(layers.conv2d(1, 1, name="conv_mask")(x).reshape(n, 1, -1), axis=-1)
     return self.out(x, y + unary_mask @ g_x, train)
 

@@ -39,8 +39,20 @@ class NonLocal2d(nn.Module):
   def project(self, name: str):
     return layers.conv_module(self.inter_channels, 1, act_cfg=None, name=name)
 
+  def softmax_scale(self, channels: int) -> float:
+    """The factor of theta . phi inside the softmax of the ``gaussian`` / ``embedded_gaussian``
+    modes."""
+    return channels ** -0.5 if self.mode == "embedded_gaussian" and self.use_scale else 1.0
+
+  def context(self, theta_x, phi_x, g_x, train: bool):
+    """The pairwise weights of each mode (mmcv's ``gaussian``, ...) applied to g(x), all (N, L, C)."""
+    if self.mode in ("gaussian", "embedded_gaussian"):
+      return layers.softmax_attention(theta_x, phi_x, g_x, self.softmax_scale(theta_x.shape[-1]))
+    return self.pairwise(theta_x, phi_x, train) @ g_x
+
   def pairwise(self, theta_x, phi_x, train: bool):
-    """(N, L, C) x (N, L, C) -> (N, L, L) weights of each mode (mmcv's ``gaussian``, ...)."""
+    """(N, L, C) x (N, L, C) -> (N, L, L) weights of the ``dot_product`` and ``concatenation``
+    modes (no softmax: each weight divided by L)."""
     if self.mode == "concatenation":
       # concat_project's 1x1 conv over [theta_i, phi_j] is w_theta . theta_i + w_phi . phi_j: the
       # conv applied to [theta, 0] and to [0, phi] gives the two terms without the (L, L, 2C) tensor.
@@ -51,11 +63,7 @@ class NonLocal2d(nn.Module):
       pairwise = nn.relu(theta_term[:, :, None] + phi_term[:, None, :])
       return pairwise / pairwise.shape[-1]
     pairwise = jnp.einsum("nic,njc->nij", theta_x, phi_x)
-    if self.mode == "dot_product":
-      return pairwise / pairwise.shape[-1]
-    if self.mode == "embedded_gaussian" and self.use_scale:
-      pairwise = pairwise / theta_x.shape[-1] ** 0.5
-    return nn.softmax(pairwise, axis=-1)
+    return pairwise / pairwise.shape[-1]
 
   def embeddings(self, x, train: bool):
     """theta(x), phi(x) as (N, HW, C); the input itself in ``gaussian`` mode."""
@@ -78,7 +86,7 @@ class NonLocal2d(nn.Module):
     layers.check_in_channels(x, self.in_channels, type(self).__name__)
     g_x = self.project("g")(x, train).reshape(x.shape[0], -1, self.inter_channels)
     theta_x, phi_x = self.embeddings(x, train)
-    return self.out(x, self.pairwise(theta_x, phi_x, train) @ g_x, train)
+    return self.out(x, self.context(theta_x, phi_x, g_x, train), train)
 
 
 class BlockFCNHead(FCNHead):
