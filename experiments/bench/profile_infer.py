@@ -85,6 +85,7 @@ def profile_segjax(args):
   events = events["traceEvents"] if isinstance(events, dict) else events
   by_kind = collections.Counter()
   by_op = collections.Counter()
+  unmatched = collections.Counter()
   for e in events:
     if e.get("ph") != "X":
       continue
@@ -92,7 +93,11 @@ def profile_segjax(args):
     if name in kinds:
       by_kind[kinds[name]] += e["dur"] / 1e3 / args.repeat
       by_op[name] += e["dur"] / 1e3 / args.repeat
+    else:
+      unmatched[name] += e["dur"] / 1e3 / args.repeat
   report("segjax", wall, by_kind, by_op, kinds)
+  print("  trace events that are no HLO instruction (runtime, thread pool):",
+        ", ".join(f"{n} {ms:.1f} ms" for n, ms in unmatched.most_common(6)))
 
 
 def profile_mmseg(args):
