@@ -21,3 +21,8 @@ if [ -n "${MMSEG_PYTHON:-}" ]; then
     /usr/bin/time -f "peak RSS %M KB, wall %e s" $MMSEG_PYTHON experiments/bench/mmseg_reference.py configs/$cfg --mode train --batch 2 --crop 512 512 --repeat 3 2>&1 | grep -E "^mmseg|peak"
   done
 fi
+# The model families of issues 19-23 side by side (segjax and mmseg interleaved; README section
+# "Model families side by side"): needs MMSEG_PYTHON; then `families.py --summary families.jsonl`.
+if [ -n "${MMSEG_PYTHON:-}" ]; then
+  $PY experiments/bench/families.py --rows 23 21 19 20 22 230 --rounds 2 --out families.jsonl
+fi
