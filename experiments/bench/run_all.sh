@@ -24,5 +24,6 @@ fi
 # The model families of issues 19-23 side by side (segjax and mmseg interleaved; README section
 # "Model families side by side"): needs MMSEG_PYTHON; then `families.py --summary families.jsonl`.
 if [ -n "${MMSEG_PYTHON:-}" ]; then
+  unset SEGJAX_NO_XLA_DEFAULTS  # segjax's defaults, as measured there
   $PY experiments/bench/families.py --rows 23 21 19 20 22 230 --rounds 2 --out families.jsonl
 fi
