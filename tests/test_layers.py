@@ -249,3 +249,19 @@ def test_softmax_attention_in_query_blocks_is_the_full_softmax(monkeypatch, rows
   blocked_grads = jax.vjp(lambda *a: layers.softmax_attention(*a, scale=0.7), *args)[1](cotangent)
   for got_grad, want_grad in zip(blocked_grads, jax.vjp(full, *args)[1](cotangent)):
     np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_size, factor", [(5, 4), (16, 8), (3, 2), (1, 4)])
+def test_whole_factor_upsampling_by_shifted_slices_equals_the_gathered_taps(in_size, factor):
+  # The shifted-slice path is taken for these sizes, and it computes PyTorch's taps
+  # (i0, i1, w0, w1 of upsample_bilinear2d) as the gather formula does: equal to the last bit.
+  i0, i1, w0, w1 = layers._bilinear_taps(in_size, in_size * factor, False)
+  assert layers._phase_shifts((i0, i1), (w0, w1), in_size, in_size * factor) is not None
+  x = np.random.default_rng(0).normal(size=(2, in_size, 3, 4)).astype(np.float32)
+  expected = np.take(x, i0, 1) * w0[:, None, None] + np.take(x, i1, 1) * w1[:, None, None]
+  got = layers.resize(jnp.asarray(x), (in_size * factor, 3))
+  np.testing.assert_array_equal(np.asarray(got), expected)
+  torch = pytest.importorskip("torch")
+  reference = torch.nn.functional.interpolate(torch.tensor(x).permute(0, 3, 1, 2), (in_size * factor, 3),
+                                              mode="bilinear", align_corners=False)
+  np.testing.assert_allclose(np.asarray(got), reference.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6)
