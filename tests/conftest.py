@@ -7,6 +7,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# Tools the tests start as subprocesses print a Python stack if they crash in native code.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 SHARED = os.environ.get("SEGJAX_SHARED", os.path.join(ROOT, "..", "shared"))
 ORACLE = os.path.join(SHARED, "oracle")
 FIXTURES = os.path.join(SHARED, "fixtures", "mmseg_testdata")
