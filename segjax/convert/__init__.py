@@ -210,25 +210,24 @@ def _apply_rules(key: str, value, rules: Mapping[str, CheckpointRules], target_s
   """``{name: value}`` that ``key`` becomes under the rules of the prefix it lies under."""
   if _ALWAYS_SKIPPED.search(key):
     return {}
-  for prefix, rule in rules.items():
-    if not key.startswith(prefix):
-      continue
-    local = key[len(prefix):]
-    if any(re.search(pattern, local) for pattern in rule.skip):
-      return {}
-    for pattern, replacement in rule.renames:
-      local = re.sub(pattern, replacement, local)
-    for pattern, transform in rule.transforms:
-      if re.search(pattern, local):
-        local_shape = lambda k: target_shape(prefix + k)
-        pieces = evaluate(lambda v: transform(local, v, local_shape), value)
-        return {prefix + k: v for k, v in pieces.items()}
-    return {prefix + local: value}
-  return {key: value}
+  prefix, rule = _rule_for(key, rules)
+  if rule is None:
+    return {key: value}
+  local = key[len(prefix):]
+  if any(re.search(pattern, local) for pattern in rule.skip):
+    return {}
+  for pattern, replacement in rule.renames:
+    local = re.sub(pattern, replacement, local)
+  for pattern, transform in rule.transforms:
+    if re.search(pattern, local):
+      local_shape = lambda k: target_shape(prefix + k)
+      pieces = evaluate(lambda v: transform(local, v, local_shape), value)
+      return {prefix + k: v for k, v in pieces.items()}
+  return {prefix + local: value}
 
 
 def _rule_for(name: str, rules: Mapping[str, CheckpointRules]) -> tuple[str, CheckpointRules | None]:
-  """(prefix, rules) of the first prefix ``name`` lies under, as ``_apply_rules`` picks them."""
+  """(prefix, rules) of the first prefix ``name`` lies under; ("", None) if none."""
   for prefix, rule in rules.items():
     if name.startswith(prefix):
       return prefix, rule
@@ -274,8 +273,8 @@ def _combine(state_dict: Mapping, rules: Mapping[str, CheckpointRules], evaluate
   groups: dict[str, dict] = {prefix: {} for prefix in rules}
   out = {}
   for key, value in state_dict.items():
-    prefix = next((p for p in rules if key.startswith(p)), None)
-    if prefix is None:
+    prefix, rule = _rule_for(key, rules)
+    if rule is None:
       out[key] = value
     else:
       groups[prefix][key[len(prefix):]] = value
@@ -414,13 +413,9 @@ def nested_rules(rules: CheckpointRules, prefix: str) -> CheckpointRules:
                        f"be placed under {prefix!r}")
     keep.append(f"^{re.escape(prefix)}(?:{pattern[1:]})")
 
-  def transform_within(key, value, target_shape):
-    local = key[len(prefix):]
-    for pattern, transform in rules.transforms:
-      if re.search(pattern, local):
-        pieces = transform(local, value, lambda k: target_shape(prefix + k))
-        return {prefix + k: v for k, v in pieces.items()}
-    return {key: value}
+  def transform_within(key, value, target_shape):  # the release's transforms, on its own key names
+    return _apply_rules(key, value, {prefix: CheckpointRules(transforms=rules.transforms)},
+                        target_shape, lambda f, v: f(v))
 
   # skip, concat and combine see the release's own keys, before the renames place them.
   return dataclasses.replace(
