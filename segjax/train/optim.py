@@ -302,13 +302,16 @@ def build_optimizer(config, params=None) -> tuple[optax.GradientTransformation, 
   frozen = frozen_names(config.model) if config.get("model") is not None else ()
   labels = None
   if frozen:
-    label = lambda tree: jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(tree, frozen))
-    labels = label if params is None else label(params)
-    if lr_mult is not None:
+    label = lambda mask: jax.tree.map(lambda f: "frozen" if f else "trained", mask)
+    if params is None:
+      labels = lambda tree: label(frozen_mask(tree, frozen))
+    else:
+      mask = frozen_mask(params, frozen)
+      labels = label(mask)
+    if lr_mult is not None:  # multiplier trees exist only for a given params tree
       # The trained parameters' transformations see the frozen leaves as optax.masked gives
       # them (MaskedNode), so their multiplier trees must hold them the same way.
-      hide = lambda tree: jax.tree.map(lambda m, f: optax.MaskedNode() if f else m, tree,
-                                       frozen_mask(params, frozen))
+      hide = lambda tree: jax.tree.map(lambda m, f: optax.MaskedNode() if f else m, tree, mask)
       lr_mult, decay_mult = hide(lr_mult), hide(decay_mult)
   wd = opt.get("weight_decay", 0.0) or 0.0
   decay = (_add_decay(wd, decay_mult) if decay_mult is not None else optax.add_decayed_weights(wd))
