@@ -128,15 +128,6 @@ def format_table(metrics: Mapping[str, np.ndarray], class_names: Sequence[str]) 
   return "\n".join(lines)
 
 
-def summary(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
-  """aAcc and the class means (mIoU, mAcc, ...) that mmseg logs, ignoring NaN classes."""
-  out = {"aAcc": float(metrics["aAcc"])}
-  for k, v in metrics.items():
-    if k != "aAcc":
-      out["m" + k] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
-  return out
-
-
 def metric_names(metric) -> list[str]:
   """``evaluation.metric`` / ``--eval``: one of mIoU, mDice, mFscore or a list of them."""
   names = [metric] if isinstance(metric, str) else list(metric)
