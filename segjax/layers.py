@@ -145,6 +145,12 @@ def avg_pool_ceil(x: jax.Array, k: int) -> jax.Array:
   return summed / count
 
 
+def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """``nn.AvgPool2d(3, stride=2, padding=1)`` (count_include_pad, PyTorch's default): the sum of
+  the window's nine taps over 9. XLA's CPU reduce-window took 4x as long (STDC1, CGNet)."""
+  return _depthwise_taps(x, jnp.ones((3, 3, x.shape[-1]), x.dtype), ((1, 1), (1, 1)), (2, 2), (1, 1)) / 9
+
+
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   """``nn.MaxPool2d(kernel_size=3, stride=2, padding=1)``."""
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -161,13 +167,27 @@ def _tap_range(size, out_size, offset, stride):
   return first, last
 
 
+# A stride-1 conv whose padded input is at most this much larger than its input pads it first.
+PAD_FIRST_MAX_GROWTH = 1.25
+
+
 def _depthwise_taps(x, kernel, padding, strides, dilation):
   """sum_ij xp[:, i*dh + sh*o, j*dw + sw*p] * kernel[i, j] for xp = x zero-padded by ``padding``
-  (kernel (kh, kw, C)), without making xp: each tap is a slice of x, zero-padded to the output
-  (XLA fuses the pads into the sum, reading x in place). With zero padding, plain slices."""
+  (kernel (kh, kw, C)).
+
+  With a small stride-1 padding, xp is made and the taps are plain slices of it: a tap padded to
+  the output tests every element against its borders, which made Fast-SCNN's and MobileNet's
+  3x3 convs twice as slow (experiments/bench/README.md). Otherwise xp is not made: each tap is a
+  slice of x, zero-padded to the output (XLA fuses the pads into the sum, reading x in place), so
+  that DeepLabV3+'s dilation-36 branch does not copy its 2048-channel input at 2.2x its size."""
   (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
   (pt, pb), (pl, pr) = padding
   height, width = x.shape[1:3]
+  padded_area = (height + pt + pb) * (width + pl + pr)
+  if (sh, sw) == (1, 1) and padded_area != height * width and padded_area <= PAD_FIRST_MAX_GROWTH * height * width:
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    (pt, pb), (pl, pr) = (0, 0), (0, 0)
+    height, width = x.shape[1:3]
   out_h, out_w = _depthwise_out_hw((height + pt + pb, width + pl + pr), (kh, kw), strides, dilation)
   out = None
   for i in range(kh):

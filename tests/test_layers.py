@@ -62,6 +62,19 @@ def test_avg_pool_ceil_matches_torch():
   np.testing.assert_allclose(np.asarray(out), ref.numpy().transpose(0, 2, 3, 1), atol=1e-6)
 
 
+@pytest.mark.parametrize("hw", [(9, 10), (16, 16), (1, 2)])
+def test_avg_pool_3x3_s2_and_its_gradient_match_torch(hw):
+  x = np.random.default_rng(5).normal(size=(2, 3, *hw)).astype(np.float32)
+  xt = torch.from_numpy(x).requires_grad_()
+  ref = torch.nn.AvgPool2d(3, 2, 1)(xt)
+  cot = np.random.default_rng(6).normal(size=ref.shape).astype(np.float32)
+  (ref * torch.from_numpy(cot)).sum().backward()
+  out, vjp = jax.vjp(layers.avg_pool_3x3_s2, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(np.asarray(out), ref.detach().numpy().transpose(0, 2, 3, 1), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(cot.transpose(0, 2, 3, 1)))[0]),
+                             xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
 def test_max_pool_matches_torch():
   x = np.random.default_rng(4).normal(size=(1, 3, 9, 10)).astype(np.float32)
   ref = torch.nn.MaxPool2d(3, 2, 1)(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
@@ -159,12 +172,14 @@ def test_norm_cfg_unknown_key_is_named():
     layers.norm_layer({"type": "BN", "affine": False})
 
 
+@pytest.mark.parametrize("pad_first_max_growth", [0.0, float("inf")])
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2), (3, 0, 1), (2, 4, 3), (1, 18, 18)])
-def test_depthwise_conv_gradients_match_torch(stride, padding, dilation):
+def test_depthwise_conv_gradients_match_torch(stride, padding, dilation, pad_first_max_growth, monkeypatch):
   """DepthwiseConv (shifted slices, written-out backward): output, input and kernel gradients
   equal PyTorch's, with strides that leave rows and columns unused and taps that see only padding;
-  the output both under differentiation (one sample per loop iteration) and without it."""
-  import jax
+  the output both under differentiation (one sample per loop iteration) and without it; stride-1
+  taps as slices of the padded input and as padded slices of the input."""
+  monkeypatch.setattr(layers, "PAD_FIRST_MAX_GROWTH", pad_first_max_growth)
   rng = np.random.default_rng(6)
   x = rng.normal(size=(2, 5, 17, 14)).astype(np.float32)
   w = rng.normal(size=(5, 1, 3, 3)).astype(np.float32)

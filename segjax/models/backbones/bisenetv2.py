@@ -153,8 +153,7 @@ class BGALayer(nn.Module):
     detail_dwconv = layers.Indexed((sep,), name="detail_dwconv")(x_d, train)
     detail_down = layers.Indexed(
         (conv(c, 3, 2, 1, act_cfg=None, bias=False),
-         lambda name: (lambda y, train: nn.avg_pool(y, (3, 3), (2, 2), ((1, 1), (1, 1)),
-                                                   count_include_pad=True))),
+         lambda name: (lambda y, train: layers.avg_pool_3x3_s2(y))),
         name="detail_down")(x_d, train)
     semantic_conv = layers.Indexed((conv(c, 3, 1, 1, act_cfg=None, bias=False),),
                                    name="semantic_conv")(x_s, train)

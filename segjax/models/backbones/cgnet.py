@@ -125,7 +125,7 @@ class ContextGuidedBlock(nn.Module):
 def input_injection(x, num_downsampling: int):
   """mmseg ``InputInjection``: ``nn.AvgPool2d(3, stride=2, padding=1)`` (padding counted) repeated."""
   for _ in range(num_downsampling):
-    x = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
+    x = layers.avg_pool_3x3_s2(x)
   return x
 
 

@@ -20,11 +20,6 @@ from segjax.models.backbones.bisenetv1 import AttentionRefinementModule
 BN = {"type": "BN"}
 
 
-def avg_pool_3x3_s2(x):
-  """``nn.AvgPool2d(kernel_size=3, stride=2, padding=1)`` (padding counted)."""
-  return nn.avg_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), count_include_pad=True)
-
-
 class STDCModule(nn.Module):
   """mmseg ``STDCModule``: a 1x1 conv then ``num_convs - 1`` 3x3 convs of halving width,
   concatenated ('cat': the 1x1 output replaced by its 3x3/2 average pool when downsampling) or
@@ -84,7 +79,7 @@ class STDCModule(nn.Module):
       x = stack(i, build, x, train)
       outs.append(x)
     if with_downsample:
-      outs[0] = avg_pool_3x3_s2(x0)
+      outs[0] = layers.avg_pool_3x3_s2(x0)
     return jnp.concatenate(outs, -1)
 
 
