@@ -272,30 +272,46 @@ def _depthwise_bwd(strides, padding, dilation, res, dy):
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
-class DepthwiseConv(nn.Module):
-  """Depthwise ``nn.Conv2d`` (groups == channels): ``depthwise_conv``, a sum of shifted,
-  per-channel scaled slices with a written-out backward pass.
+class GroupedConv(nn.Module):
+  """``nn.Conv2d`` with ``groups > 1``. Depthwise (groups == input channels, ``features`` a
+  multiple of them: each input channel feeding ``features / groups`` consecutive outputs, as
+  PyTorch orders them) is ``depthwise_conv``, a sum of shifted, per-channel scaled slices with a
+  written-out backward pass, of the input with each channel repeated that many times; other
+  groupings are XLA's grouped convolution.
 
-  Same parameters as ``nn.Conv(feature_group_count=C)`` (kernel (kh, kw, 1, C)), so checkpoints
-  convert unchanged; XLA's CPU grouped convolution was slower than this for DeepLabV3+'s dilated
-  3x3 depthwise convs (experiments/bench/README.md).
+  Same parameters as ``nn.Conv(feature_group_count=groups)`` (kernel (kh, kw, C / groups,
+  features)), so checkpoints convert unchanged. XLA's CPU grouped convolution was 3-10x slower
+  than the slices for the depthwise convs of DeepLabV3+, BiSeNetV2 and the MobileNets
+  (experiments/bench/README.md).
   """
   features: int
   kernel_size: tuple
   strides: tuple
   padding: tuple
   kernel_dilation: tuple
+  groups: int
   use_bias: bool
   kernel_init: Any
 
   @nn.compact
   def __call__(self, x):
-    if x.shape[-1] != self.features:
-      raise ValueError(f"DepthwiseConv: {self.features} channels expected, input has {x.shape[-1]}")
+    channels = x.shape[-1]
+    if channels % self.groups or self.features % self.groups:
+      raise ValueError(f"GroupedConv: input channels ({channels}) and features ({self.features}) must "
+                       f"both be multiples of groups={self.groups}")
     kh, kw = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), jnp.float32)
-    out = depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), tuple(self.strides), tuple(map(tuple, self.padding)),
-                         tuple(self.kernel_dilation))
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, channels // self.groups, self.features), jnp.float32)
+    kernel = kernel.astype(x.dtype)
+    padding = tuple(map(tuple, self.padding))
+    if channels == self.groups:
+      multiplier = self.features // channels
+      x = x if multiplier == 1 else jnp.repeat(x, multiplier, axis=-1)
+      out = depthwise_conv(x, kernel[:, :, 0], tuple(self.strides), padding, tuple(self.kernel_dilation))
+    else:
+      out = jax.lax.conv_general_dilated(x, kernel, tuple(self.strides), padding,
+                                         rhs_dilation=tuple(self.kernel_dilation),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=self.groups)
     if self.use_bias:
       out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
     return out
@@ -330,18 +346,18 @@ def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1
            use_bias=True, name=None, kernel_init=kaiming_fan_out):
   """``nn.Conv2d`` with PyTorch's explicit symmetric padding.
 
-  Depthwise convs are a DepthwiseConv and unpadded 1x1 convs a PointwiseConv (faster on CPU).
+  Grouped (and so depthwise) convs are a GroupedConv and unpadded 1x1 convs a PointwiseConv
+  (faster on CPU).
   """
   ph, pw = _pair(padding)
   if _pair(kernel_size) == (1, 1) and (ph, pw) == (0, 0) and groups == 1:
     return PointwiseConv(features, _pair(stride), use_bias, kernel_init, name=name)
-  if groups > 1 and groups == features:
-    return DepthwiseConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
-                         _pair(dilation), use_bias, kernel_init, name=name)
+  if groups > 1:
+    return GroupedConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
+                       _pair(dilation), groups, use_bias, kernel_init, name=name)
   return nn.Conv(features, _pair(kernel_size), strides=_pair(stride),
                  padding=((ph, ph), (pw, pw)), kernel_dilation=_pair(dilation),
-                 feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init,
-                 name=name)
+                 use_bias=use_bias, kernel_init=kernel_init, name=name)
 
 
 def _channel_sum(x2d: jax.Array) -> jax.Array:

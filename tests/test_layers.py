@@ -38,10 +38,12 @@ def test_adaptive_pool_bins_follow_pytorch_rule():
 
 
 # Rows: XLA convolutions with explicit padding, 1x1 convs as matrix products (PointwiseConv, odd
-# sizes with a stride), depthwise convs as shifted slices (DepthwiseConv, groups == channels).
+# sizes with a stride), depthwise convs as shifted slices (GroupedConv, groups == input channels,
+# with a channel multiplier too), other groupings as XLA's grouped convolution.
 @pytest.mark.parametrize("k,stride,padding,dilation,groups,out_ch", [
     (3, 2, 1, 1, 1, 16), (3, 1, 4, 4, 1, 16), (7, 2, 3, 1, 1, 16), (3, 1, 12, 12, 8, 16),
-    (1, 1, 0, 1, 1, 16), (1, 2, 0, 1, 1, 16), (1, 1, 1, 1, 1, 16), (3, 2, 2, 2, 8, 8)])
+    (1, 1, 0, 1, 1, 16), (1, 2, 0, 1, 1, 16), (1, 1, 1, 1, 1, 16), (3, 2, 2, 2, 8, 8),
+    (3, 1, 1, 1, 8, 48), (3, 2, 1, 1, 8, 24), (3, 1, 1, 1, 4, 8), (1, 1, 0, 1, 2, 6)])
 def test_conv_matches_torch(k, stride, padding, dilation, groups, out_ch):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(1, 8, 19, 23)).astype(np.float32)
@@ -53,6 +55,12 @@ def test_conv_matches_torch(k, stride, padding, dilation, groups, out_ch):
   out = conv.apply({"params": {"kernel": w.transpose(2, 3, 1, 0), "bias": b}}, x.transpose(0, 2, 3, 1))
   assert out.shape == ref.shape
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
+
+
+def test_grouped_conv_names_channels_that_do_not_divide_into_groups():
+  conv = layers.conv2d(16, 3, padding=1, groups=8)
+  with pytest.raises(ValueError, match=r"input channels \(12\).*groups=8"):
+    conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 12)))
 
 
 def test_avg_pool_ceil_matches_torch():
@@ -175,7 +183,7 @@ def test_norm_cfg_unknown_key_is_named():
 @pytest.mark.parametrize("pad_first_max_growth", [0.0, float("inf")])
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 12, 12), (2, 2, 2), (3, 0, 1), (2, 4, 3), (1, 18, 18)])
 def test_depthwise_conv_gradients_match_torch(stride, padding, dilation, pad_first_max_growth, monkeypatch):
-  """DepthwiseConv (shifted slices, written-out backward): output, input and kernel gradients
+  """A depthwise GroupedConv (shifted slices, written-out backward): output, input and kernel gradients
   equal PyTorch's, with strides that leave rows and columns unused and taps that see only padding;
   the output both under differentiation (one sample per loop iteration) and without it; stride-1
   taps as slices of the padded input and as padded slices of the input."""
