@@ -44,8 +44,9 @@ def _tap_type(dtype):
   return np.float64 if dtype == jnp.float64 else np.float32
 
 
-def _resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool,
-                 step: float | None = None) -> jax.Array:
+def resize_axis(x: jax.Array, axis: int, out_size: int, align_corners: bool,
+                step: float | None = None) -> jax.Array:
+  """``resize`` along one axis (``resize`` is this along H, then along W)."""
   in_size = x.shape[axis]
   if in_size == out_size and step is None:
     return x
@@ -81,7 +82,7 @@ def _phase_shifts(taps, weights, in_size: int, out_size: int):
 
 
 def _resize_axis_by_phase(x, axis: int, shifts, w0, w1):
-  """The taps of ``_resize_axis`` as shifted copies of ``x`` (edge-clamped slices) instead of
+  """The taps of ``resize_axis`` as shifted copies of ``x`` (edge-clamped slices) instead of
   gathers: the same products and sums, but XLA fuses slices into the weighted sum where it kept
   both gathered tensors (2 x 300 MB for the loss' 4x upsampling of 150-class logits)."""
   n, f = x.shape[axis], len(shifts)
@@ -106,8 +107,8 @@ def resize(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> ja
   ``align_corners=True``.
   """
   out_h, out_w = int(size[0]), int(size[1])
-  x = _resize_axis(x, 1, out_h, align_corners)
-  return _resize_axis(x, 2, out_w, align_corners)
+  x = resize_axis(x, 1, out_h, align_corners)
+  return resize_axis(x, 2, out_w, align_corners)
 
 
 @functools.lru_cache(maxsize=None)
@@ -855,7 +856,7 @@ def resize_by_scale(x: jax.Array, scale_factor, align_corners: bool = False) -> 
     in_size = x.shape[axis]
     out_size = int(math.floor(in_size * float(s)))
     whole = align_corners or out_size == in_size * s  # then 1/s == in/out: resize's taps
-    x = _resize_axis(x, axis, out_size, align_corners, None if whole else 1.0 / float(s))
+    x = resize_axis(x, axis, out_size, align_corners, None if whole else 1.0 / float(s))
   return x
 
 

@@ -54,11 +54,15 @@ def _reduce(loss: jax.Array, weight: jax.Array | None, avg_factor, reduction: st
 
 
 def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
-                      class_weight=None) -> jax.Array:
-  """Per-pixel softmax cross entropy (``reduction='none'``), 0 at ignored pixels."""
+                      class_weight=None, nll: jax.Array | None = None) -> jax.Array:
+  """Per-pixel softmax cross entropy (``reduction='none'``), 0 at ignored pixels. ``nll``: the
+  per-pixel -log softmax(logits)[label] when already computed (``resized_softmax_ce``); the
+  logits are then not used."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
-  loss = optax.softmax_cross_entropy_with_integer_labels(at_least_float32(logits), safe)
+  if nll is None:
+    nll = optax.softmax_cross_entropy_with_integer_labels(at_least_float32(logits), safe)
+  loss = nll
   cw = _class_weight(class_weight)
   if cw is not None:
     loss = loss * cw[safe]
@@ -68,9 +72,10 @@ def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 
 def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
                   class_weight=None, avg_non_ignore: bool = False, weight=None,
                   use_sigmoid: bool = False, use_mask: bool = False,
-                  reduction: str = "mean") -> jax.Array:
+                  reduction: str = "mean", nll: jax.Array | None = None) -> jax.Array:
   """mmseg ``CrossEntropyLoss`` (softmax, or per-class sigmoid when ``use_sigmoid``);
-  ``avg_non_ignore`` divides by the valid pixels only with ``reduction='mean'``, as mmseg."""
+  ``avg_non_ignore`` divides by the valid pixels only with ``reduction='mean'``, as mmseg.
+  ``nll``: see ``softmax_ce_pixels``."""
   _check_reduction(reduction, "CrossEntropyLoss")
   if use_mask:
     raise ValueError("CrossEntropyLoss(use_mask=True) is mmseg's per-ROI mask loss "
@@ -79,7 +84,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   if use_sigmoid:
     return binary_cross_entropy(logits, labels, ignore_index, class_weight, avg_non_ignore, weight,
                                 reduction)
-  loss = softmax_ce_pixels(logits, labels, ignore_index, class_weight)
+  loss = softmax_ce_pixels(logits, labels, ignore_index, class_weight, nll)
   avg_factor = (labels != ignore_index).sum() if avg_non_ignore and reduction == "mean" else None
   return _reduce(loss, weight, avg_factor, reduction)
 
@@ -283,12 +288,53 @@ def accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int | None = 25
   correct = ranked == labels[..., None]
   if thresh is not None:
     correct = correct & (values > thresh)
-  valid = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
-  correct = correct & valid[..., None]
-  eps = float(np.finfo(np.float32).eps)
-  total = valid.sum() + eps
-  out = tuple(100.0 * (correct[..., :k].sum() + eps) / total for k in ks)
+  out = tuple(_accuracy_percent(correct[..., :k].any(-1), labels, ignore_index) for k in ks)
   return out[0] if isinstance(topk, int) else out
+
+
+def _accuracy_percent(correct: jax.Array, labels: jax.Array, ignore_index: int | None) -> jax.Array:
+  """100 x correct pixels / valid pixels, both plus float32's eps as mmseg."""
+  valid = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
+  eps = float(np.finfo(np.float32).eps)
+  return 100.0 * ((correct & valid).sum() + eps) / (valid.sum() + eps)
+
+
+# Bytes of full-size logits that resized_softmax_ce makes at a time.
+CE_BLOCK_BYTES = 32 << 20
+
+
+def resized_softmax_ce(seg_logit: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                       align_corners: bool = False) -> tuple[jax.Array, jax.Array]:
+  """``(nll, top1)`` of the logits resized to the labels' size (``layers.resize``): per-pixel
+  -log softmax at the label (at the class 0 where it is ``ignore_index``) and the top-1 class.
+
+  The full-size logits are made a block of rows at a time (the resize along W, the log-softmax
+  and the top-1 of each block; the backward pass recomputes them): at ADE20K's 150 classes,
+  batch 2, 512x512 the logits and their gradient are 300 MiB each, the largest buffers of
+  SegFormer-B0's train step (experiments/bench/README.md). The values are the unblocked ones.
+  """
+  seg_logit = at_least_float32(seg_logit)
+  n, (h, w), classes = seg_logit.shape[0], labels.shape[1:3], seg_logit.shape[-1]
+  rows = layers.resize_axis(seg_logit, 1, h, align_corners)
+  safe = jnp.where(labels != ignore_index, labels, 0)
+  row_bytes = n * w * classes * rows.dtype.itemsize
+  blocks = max(1, -(-h * row_bytes // CE_BLOCK_BYTES))
+  block = -(-h // blocks)
+  pad = blocks * block - h
+  rows = jnp.pad(rows, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  safe = jnp.pad(safe, ((0, 0), (0, pad), (0, 0)))
+
+  @jax.checkpoint
+  def block_maps(i):
+    block_rows = jax.lax.dynamic_slice_in_dim(rows, i * block, block, axis=1)
+    logits = layers.resize_axis(block_rows, 2, w, align_corners)
+    block_labels = jax.lax.dynamic_slice_in_dim(safe, i * block, block, axis=1)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, block_labels)
+    return nll, jax.lax.top_k(logits, 1)[1][..., 0]
+
+  nll, top1 = jax.lax.map(block_maps, jnp.arange(blocks))
+  from_blocks = lambda x: jnp.moveaxis(x, 0, 1).reshape(n, blocks * block, w)[:, :h]
+  return from_blocks(nll), from_blocks(top1)
 
 
 def ohem_weight(logits, labels, ignore_index=255, thresh=None, min_kept=100000,
@@ -344,8 +390,18 @@ def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ign
   """mmseg ``BaseDecodeHead.losses``: resize logits to the label size, optional OHEM pixel
   weights, sum each ``loss_decode`` term under its ``loss_name`` (terms sharing a name add up),
   and ``acc_seg``. Keys are unprefixed (``loss_ce``); the segmentor adds ``decode.``/``aux.``."""
-  logits = layers.resize(seg_logit, labels.shape[1:3], bool(align_corners))
   terms = _loss_terms(loss_decode)
+  if not sampler and all(_is_softmax_ce(t) for t in terms):
+    # Only per-pixel maps are needed: the full-size logits are never made whole.
+    nll, top1 = resized_softmax_ce(seg_logit, labels, ignore_index, bool(align_corners))
+    out = {}
+    for term in terms:
+      name = term.pop("loss_name", DEFAULT_NAMES["CrossEntropyLoss"])
+      loss_weight = term.pop("loss_weight", 1.0)
+      out[name] = out.get(name, 0.0) + loss_weight * _call_loss(term, None, labels, ignore_index, None, nll=nll)
+    out["acc_seg"] = _accuracy_percent(top1 == labels, labels, ignore_index)
+    return out
+  logits = layers.resize(seg_logit, labels.shape[1:3], bool(align_corners))
   weight = None
   if sampler:
     sampler = dict(sampler)
@@ -355,20 +411,28 @@ def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ign
     weight = ohem_weight(logits, labels, ignore_index, **sampler, loss_terms=terms)
   out = {}
   for term in terms:
-    kind = term.pop("type")
-    if kind not in LOSSES:
-      raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
-    name = term.pop("loss_name", DEFAULT_NAMES[kind])
+    name = term.pop("loss_name", DEFAULT_NAMES.get(term.get("type")))
     loss_weight = term.pop("loss_weight", 1.0)
-    own_ignore = term.pop("ignore_index", 255)
-    term_ignore = own_ignore if kind in _OWN_IGNORE_INDEX else ignore_index
-    try:
-      value = LOSSES[kind](logits, labels, ignore_index=term_ignore, weight=weight, **term)
-    except TypeError as e:  # an argument mmseg's loss class does not take either
-      raise ValueError(f"loss_decode {kind}: {e}") from None
-    out[name] = out.get(name, 0.0) + loss_weight * value
+    out[name] = out.get(name, 0.0) + loss_weight * _call_loss(term, logits, labels, ignore_index, weight)
   out["acc_seg"] = accuracy(logits, labels, ignore_index)
   return out
+
+
+def _is_softmax_ce(term: Mapping) -> bool:
+  return term.get("type") == "CrossEntropyLoss" and not term.get("use_sigmoid") and not term.get("use_mask")
+
+
+def _call_loss(term: dict, logits, labels, ignore_index: int, weight, **precomputed) -> jax.Array:
+  """One ``loss_decode`` term (its ``loss_name`` and ``loss_weight`` already taken out)."""
+  kind = term.pop("type")
+  if kind not in LOSSES:
+    raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
+  own_ignore = term.pop("ignore_index", 255)
+  term_ignore = own_ignore if kind in _OWN_IGNORE_INDEX else ignore_index
+  try:
+    return LOSSES[kind](logits, labels, ignore_index=term_ignore, weight=weight, **term, **precomputed)
+  except TypeError as e:  # an argument mmseg's loss class does not take either
+    raise ValueError(f"loss_decode {kind}: {e}") from None
 
 
 def add_prefix(losses: Mapping, prefix: str) -> dict:

@@ -416,3 +416,36 @@ def test_decode_losses_with_ohem_by_loss_ranking():
   ce = np.asarray(losses.softmax_ce_pixels(logits, labels))
   kept = np.sort(ce.reshape(-1))[-10:]  # the 5 x batch largest
   assert float(out["loss_ce"]) == pytest.approx(kept.sum() / ce.size, rel=1e-5)
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 30, 4000, 1])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_cross_entropy_in_row_blocks_equals_the_whole_resized_logits(block_bytes, align_corners, monkeypatch):
+  """decode_losses with softmax CE terms makes the full-size logits a block of rows at a time
+  (one block; blocks whose rows do not divide 29, padded; one row each): loss, accuracy and the
+  gradient equal those of the whole resized logits (mmseg: F.interpolate, then the loss)."""
+  monkeypatch.setattr(losses, "CE_BLOCK_BYTES", block_bytes)
+  rng = np.random.default_rng(0)
+  seg_logit = jnp.asarray(rng.normal(size=(2, 8, 9, 5)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 5, size=(2, 29, 33)))
+  labels = labels.at[:, :3].set(255)
+  terms = [dict(type="CrossEntropyLoss", loss_weight=0.7, class_weight=[1.0, 2.0, 0.5, 1.0, 3.0]),
+           dict(type="CrossEntropyLoss", avg_non_ignore=True, loss_name="loss_b")]
+
+  def blocked(x):
+    out = losses.decode_losses(x, labels, terms, align_corners=align_corners)
+    return out["loss_ce"] + out["loss_b"], out
+
+  def whole(x):
+    from segjax import layers
+    logits = layers.resize(x, labels.shape[1:3], align_corners)
+    out = {"loss_ce": 0.7 * losses.cross_entropy(logits, labels, class_weight=[1.0, 2.0, 0.5, 1.0, 3.0]),
+           "loss_b": losses.cross_entropy(logits, labels, avg_non_ignore=True),
+           "acc_seg": losses.accuracy(logits, labels)}
+    return out["loss_ce"] + out["loss_b"], out
+
+  (_, got), grad = jax.value_and_grad(blocked, has_aux=True)(seg_logit)
+  (_, want), want_grad = jax.value_and_grad(whole, has_aux=True)(seg_logit)
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8)
