@@ -57,6 +57,24 @@ def test_conv_matches_torch(k, stride, padding, dilation, groups, out_ch):
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_of_parts_is_the_conv_of_their_concatenation(stride):
+  """A list given to a 1x1 conv stands for its channel concatenation: same parameters, same
+  output (the products of the parts summed), as F.conv2d on the concatenated input."""
+  rng = np.random.default_rng(7)
+  parts = [rng.normal(size=(1, c, 9, 11)).astype(np.float32) for c in (3, 5, 2)]
+  w = rng.normal(size=(4, 10, 1, 1)).astype(np.float32)
+  b = rng.normal(size=(4,)).astype(np.float32)
+  ref = F.conv2d(torch.from_numpy(np.concatenate(parts, 1)), torch.from_numpy(w), torch.from_numpy(b),
+                 stride=stride).numpy().transpose(0, 2, 3, 1)
+  conv = layers.conv2d(4, 1, stride)
+  nhwc = [jnp.asarray(p.transpose(0, 2, 3, 1)) for p in parts]
+  assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(0), nhwc)) == \
+      {"params": {"kernel": (1, 1, 10, 4), "bias": (4,)}}
+  out = conv.apply({"params": {"kernel": w.transpose(2, 3, 1, 0), "bias": b}}, nhwc)
+  np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+
+
 def test_grouped_conv_names_channels_that_do_not_divide_into_groups():
   conv = layers.conv2d(16, 3, padding=1, groups=8)
   with pytest.raises(ValueError, match=r"input channels \(12\).*groups=8"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from segjax import layers
 from segjax.models.heads.decode_head import BaseDecodeHead
@@ -36,5 +35,5 @@ class SegformerHead(BaseDecodeHead):
     size = feats[0].shape[1:3]
     outs = [layers.resize(o, size, self.align_corners) for o in outs]
     fusion = layers.conv_module(self.channels, 1, norm_cfg=self.norm_cfg, name="fusion_conv")
-    out = fusion(jnp.concatenate(outs, -1), train)
+    out = fusion(outs, train)  # their concatenation, never made (layers.PointwiseConv)
     return self.cls_seg(out, train)
