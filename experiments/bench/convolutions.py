@@ -17,19 +17,14 @@ import collections
 import json
 import os
 import sys
-import time
+
+from timing import call_times  # this script's folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def fastest(call, repeat):
-  call()
-  times = []
-  for _ in range(repeat):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return min(times)
+  return min(call_times(call, repeat))
 
 
 def list_segjax(config, shape):

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from segjax import apis  # noqa: E402
 from segjax.config import load_config  # noqa: E402
+from timing import call_times  # noqa: E402  (this script's folder)
 
 
 def main(argv=None):
@@ -38,14 +39,8 @@ def main(argv=None):
   start = time.perf_counter()
   jax.block_until_ready(apis.inference_logits(segmentor, x))
   print(f"compile + first run: {time.perf_counter() - start:.2f} s")
-  for _ in range(args.warmup):
-    jax.block_until_ready(apis.inference_logits(segmentor, x))
-  times = []
-  for _ in range(args.repeat):
-    start = time.perf_counter()
-    jax.block_until_ready(apis.inference_logits(segmentor, x))
-    times.append(time.perf_counter() - start)
-  times = np.array(times)
+  times = np.array(call_times(lambda: jax.block_until_ready(apis.inference_logits(segmentor, x)),
+                              args.repeat, args.warmup))
   print(f"segjax infer: median {np.median(times):.3f} s, min {times.min():.3f}, max {times.max():.3f} "
         f"over {args.repeat} (batch {args.batch}: {args.batch / np.median(times):.2f} images/s)")
 

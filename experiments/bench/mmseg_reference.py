@@ -14,9 +14,10 @@ mmsegmentation 0.30 (not a segjax dependency; experiments/bench/README.md says h
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
+
+from timing import call_times  # this script's folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -84,14 +85,7 @@ def main(argv=None):
     def run():
       with torch.no_grad():
         model.encode_decode(img, metas)
-  for _ in range(args.warmup):  # allocations, oneDNN primitives
-    run()
-  times = []
-  for _ in range(args.repeat):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  times = np.array(times)
+  times = np.array(call_times(run, args.repeat, args.warmup))  # warm-up: allocations, oneDNN primitives
   print(f"mmseg {args.mode}: median {np.median(times):.3f} s, min {times.min():.3f}, "
         f"max {times.max():.3f} over {args.repeat} (torch {torch.__version__}, {args.threads} threads)")
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segjax import layers  # noqa: E402
+from timing import call_times  # noqa: E402  (this script's folder)
 
 EPS = 1e-5
 # (name, shape): LN over the last axis of (tokens, C); GN (groups) over NHWC.
@@ -191,14 +192,7 @@ def torch_times(kind, x, w, groups, repeat):
       else:
         with torch.no_grad():
           fn(xt, s, b)
-    for _ in range(3):
-      call()
-    times = []
-    for _ in range(repeat):
-      start = time.perf_counter()
-      call()
-      times.append(time.perf_counter() - start)
-    out.append(1e3 * float(np.min(times)))
+    out.append(1e3 * min(call_times(call, repeat, warmup=3)))
   return out
 
 
@@ -226,7 +220,6 @@ def main(argv=None):
                     "dot": functools.partial(gn_dot, groups=groups),
                     "vjp": functools.partial(gn_vjp, groups=groups)}
     if kind == "ln":
-      variables = module.init(jax.random.PRNGKey(0), x[:1])
       tree = lambda a, s, b: module.apply({"params": {"scale": s, "bias": b}}, a)
     else:
       # norm_layer returns a callable over a module bound at init; rebuild it as a flax module call
