@@ -319,6 +319,14 @@ def resized_softmax_ce(seg_logit: jax.Array, labels: jax.Array, ignore_index: in
   safe = jnp.where(labels != ignore_index, labels, 0)
   row_bytes = n * w * classes * rows.dtype.itemsize
   blocks = max(1, -(-h * row_bytes // CE_BLOCK_BYTES))
+
+  def maps(block_rows, block_labels):
+    logits = layers.resize_axis(block_rows, 2, w, align_corners)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, block_labels)
+    return nll, jax.lax.top_k(logits, 1)[1][..., 0]
+
+  if blocks == 1:  # small enough whole: no loop to compile, nothing recomputed
+    return maps(rows, safe)
   block = -(-h // blocks)
   pad = blocks * block - h
   rows = jnp.pad(rows, ((0, 0), (0, pad), (0, 0), (0, 0)))
@@ -326,11 +334,8 @@ def resized_softmax_ce(seg_logit: jax.Array, labels: jax.Array, ignore_index: in
 
   @jax.checkpoint
   def block_maps(i):
-    block_rows = jax.lax.dynamic_slice_in_dim(rows, i * block, block, axis=1)
-    logits = layers.resize_axis(block_rows, 2, w, align_corners)
-    block_labels = jax.lax.dynamic_slice_in_dim(safe, i * block, block, axis=1)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, block_labels)
-    return nll, jax.lax.top_k(logits, 1)[1][..., 0]
+    return maps(jax.lax.dynamic_slice_in_dim(rows, i * block, block, axis=1),
+                jax.lax.dynamic_slice_in_dim(safe, i * block, block, axis=1))
 
   nll, top1 = jax.lax.map(block_maps, jnp.arange(blocks))
   from_blocks = lambda x: jnp.moveaxis(x, 0, 1).reshape(n, blocks * block, w)[:, :h]
