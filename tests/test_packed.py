@@ -51,7 +51,13 @@ def test_packed_dataset_checks_and_loads_in_worker_processes(packed_dir):
   folder_counts = check.check_dataset(datasets.build_dataset(c.data.train), 6)[1]
   problems, counts = check.check_dataset(pk, 6)
   assert problems == [] and (counts == folder_counts).all()
-  batch = next(iter(loader.train_loader(pk, host_batch_size=2, seed=0, worker_count=1)))
+  # Closed here, not left to garbage collection: grain's worker shutdown from a __del__ run at an
+  # arbitrary later point hung a full test run once (both xdist workers waiting on locks).
+  batches = iter(loader.train_loader(pk, host_batch_size=2, seed=0, worker_count=1))
+  try:
+    batch = next(batches)
+  finally:
+    batches.close()
   assert batch["img"].shape == (2, 48, 48, 3) and batch["gt_semantic_seg"].shape == (2, 48, 48)
 
 
