@@ -60,9 +60,7 @@ def softmax_ce_pixels(logits: jax.Array, labels: jax.Array, ignore_index: int = 
   logits are then not used."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
-  if nll is None:
-    nll = optax.softmax_cross_entropy_with_integer_labels(at_least_float32(logits), safe)
-  loss = nll
+  loss = nll if nll is not None else optax.softmax_cross_entropy_with_integer_labels(at_least_float32(logits), safe)
   cw = _class_weight(class_weight)
   if cw is not None:
     loss = loss * cw[safe]
@@ -396,18 +394,13 @@ def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ign
   weights, sum each ``loss_decode`` term under its ``loss_name`` (terms sharing a name add up),
   and ``acc_seg``. Keys are unprefixed (``loss_ce``); the segmentor adds ``decode.``/``aux.``."""
   terms = _loss_terms(loss_decode)
+  logits, weight, precomputed = None, None, {}
   if not sampler and all(_is_softmax_ce(t) for t in terms):
     # Only per-pixel maps are needed: the full-size logits are never made whole.
     nll, top1 = resized_softmax_ce(seg_logit, labels, ignore_index, bool(align_corners))
-    out = {}
-    for term in terms:
-      name = term.pop("loss_name", DEFAULT_NAMES["CrossEntropyLoss"])
-      loss_weight = term.pop("loss_weight", 1.0)
-      out[name] = out.get(name, 0.0) + loss_weight * _call_loss(term, None, labels, ignore_index, None, nll=nll)
-    out["acc_seg"] = _accuracy_percent(top1 == labels, labels, ignore_index)
-    return out
-  logits = layers.resize(seg_logit, labels.shape[1:3], bool(align_corners))
-  weight = None
+    precomputed = {"nll": nll}
+  else:
+    logits = layers.resize(seg_logit, labels.shape[1:3], bool(align_corners))
   if sampler:
     sampler = dict(sampler)
     if sampler.pop("type") != "OHEMPixelSampler":
@@ -416,28 +409,25 @@ def decode_losses(seg_logit: jax.Array, labels: jax.Array, loss_decode: Any, ign
     weight = ohem_weight(logits, labels, ignore_index, **sampler, loss_terms=terms)
   out = {}
   for term in terms:
-    name = term.pop("loss_name", DEFAULT_NAMES.get(term.get("type")))
+    kind = term.pop("type")
+    if kind not in LOSSES:
+      raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
+    name = term.pop("loss_name", DEFAULT_NAMES[kind])
     loss_weight = term.pop("loss_weight", 1.0)
-    out[name] = out.get(name, 0.0) + loss_weight * _call_loss(term, logits, labels, ignore_index, weight)
-  out["acc_seg"] = accuracy(logits, labels, ignore_index)
+    own_ignore = term.pop("ignore_index", 255)
+    term_ignore = own_ignore if kind in _OWN_IGNORE_INDEX else ignore_index
+    try:
+      value = LOSSES[kind](logits, labels, ignore_index=term_ignore, weight=weight, **term, **precomputed)
+    except TypeError as e:  # an argument mmseg's loss class does not take either
+      raise ValueError(f"loss_decode {kind}: {e}") from None
+    out[name] = out.get(name, 0.0) + loss_weight * value
+  out["acc_seg"] = (accuracy(logits, labels, ignore_index) if logits is not None
+                    else _accuracy_percent(top1 == labels, labels, ignore_index))
   return out
 
 
 def _is_softmax_ce(term: Mapping) -> bool:
   return term.get("type") == "CrossEntropyLoss" and not term.get("use_sigmoid") and not term.get("use_mask")
-
-
-def _call_loss(term: dict, logits, labels, ignore_index: int, weight, **precomputed) -> jax.Array:
-  """One ``loss_decode`` term (its ``loss_name`` and ``loss_weight`` already taken out)."""
-  kind = term.pop("type")
-  if kind not in LOSSES:
-    raise ValueError(f"loss_decode.type={kind!r} is not available; expected one of {sorted(LOSSES)}")
-  own_ignore = term.pop("ignore_index", 255)
-  term_ignore = own_ignore if kind in _OWN_IGNORE_INDEX else ignore_index
-  try:
-    return LOSSES[kind](logits, labels, ignore_index=term_ignore, weight=weight, **term, **precomputed)
-  except TypeError as e:  # an argument mmseg's loss class does not take either
-    raise ValueError(f"loss_decode {kind}: {e}") from None
 
 
 def add_prefix(losses: Mapping, prefix: str) -> dict:
