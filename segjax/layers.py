@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -318,6 +318,104 @@ class GroupedConv(nn.Module):
     return out
 
 
+class Resized(NamedTuple):
+  """``resize(x, size, align_corners)`` left for a convolution to compute.
+
+  Given among the parts of a convolution's input (``ConvModule``, ``PointwiseConv``,
+  ``ConcatConv``), ``x`` is multiplied by its rows of the kernel at ``x``'s own size and the
+  product is interpolated: the resize and the product over channels are linear maps on different
+  axes, so they commute, and the product runs on (size / x's size)^2 fewer pixels. UPerHead's
+  3x3 ``fpn_bottleneck`` over Swin-T's four levels (2048 -> 512 channels at 128x128, three of
+  them upsampled) took 1.66 s as resizes, concatenation and convolution, 0.75 s so
+  (experiments/bench/README.md).
+  """
+  x: jax.Array
+  size: tuple
+  align_corners: bool = False
+
+  def compute(self) -> jax.Array:
+    return resize(self.x, self.size, self.align_corners)
+
+
+def _shifted_interpolation(in_size: int, out_size: int, align_corners: bool, taps: int, stride: int,
+                           pad: tuple, dilation: int, real) -> np.ndarray:
+  """``(conv_out, taps, in_size)``: row (o, t) interpolates, from ``in_size`` samples, sample
+  ``o * stride + t * dilation - pad[0]`` of the ``out_size`` resize, or is zero where that
+  sample falls in the convolution's zero padding."""
+  i0, i1, w0, w1 = _bilinear_taps(in_size, out_size, align_corners, real)
+  interp = np.zeros((out_size, in_size), real)
+  np.add.at(interp, (np.arange(out_size), i0), w0)
+  np.add.at(interp, (np.arange(out_size), i1), w1)
+  conv_out = (out_size + pad[0] + pad[1] - dilation * (taps - 1) - 1) // stride + 1
+  rows = np.arange(conv_out)[:, None] * stride + np.arange(taps)[None] * dilation - pad[0]
+  inside = (rows >= 0) & (rows < out_size)
+  return np.where(inside[..., None], interp[np.clip(rows, 0, out_size - 1)], real(0))
+
+
+def _conv_resized(part: Resized, kernel, strides, padding, dilation):
+  """``lax.conv_general_dilated(part.compute(), kernel, ...)`` (NHWC, HWIO). Where cheaper (in
+  multiply-adds): the product with every tap of the kernel at the part's own size, then per axis
+  one matrix that interpolates and shifts each tap's product into place (dense, so it is only
+  chosen while the parts are small against the output)."""
+  x = part.x
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  real = _tap_type(x.dtype)
+  along_h = _shifted_interpolation(h, part.size[0], part.align_corners, kh, strides[0], padding[0],
+                                   dilation[0], real)
+  along_w = _shifted_interpolation(w, part.size[1], part.align_corners, kw, strides[1], padding[1],
+                                   dilation[1], real)
+  out_h, out_w = along_h.shape[0], along_w.shape[0]
+  by_matrix = h * w * c * kh * kw * o + h * out_w * kh * o * kw * w + out_h * out_w * o * kh * h
+  if by_matrix >= out_h * out_w * c * o * kh * kw:
+    return jax.lax.conv_general_dilated(part.compute(), kernel, strides, padding, rhs_dilation=dilation,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  # The interpolation weights stay exact on accelerators whose default precision rounds to bf16.
+  exact = jax.lax.Precision.HIGHEST
+  taps = jnp.einsum("nhwc,ijco->nhwijo", x, kernel)
+  rows = jnp.einsum("Xjx,nhxijo->nhXio", jnp.asarray(along_w, x.dtype), taps, precision=exact)
+  return jnp.einsum("Yih,nhXio->nYXo", jnp.asarray(along_h, x.dtype), rows, precision=exact)
+
+
+class ConcatConv(nn.Module):
+  """``nn.Conv`` over the channel concatenation of a list of parts (arrays or ``Resized``),
+  never made: the convolutions of the parts with their slices of the kernel are summed, a
+  ``Resized`` part's at its own size where that is cheaper (``Resized``). Same parameters as
+  ``nn.Conv`` (kernel (kh, kw, C_in, C_out)), so checkpoints convert unchanged."""
+  features: int
+  kernel_size: tuple
+  strides: tuple
+  padding: tuple
+  kernel_dilation: tuple
+  use_bias: bool
+  kernel_init: Any
+
+  @nn.compact
+  def __call__(self, parts):
+    channels = sum(_array(part).shape[-1] for part in parts)
+    kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, channels, self.features), jnp.float32)
+    dtype = jnp.result_type(*map(_array, parts), kernel)
+    padding, strides, dilation = tuple(map(tuple, self.padding)), tuple(self.strides), tuple(self.kernel_dilation)
+    out, start = None, 0
+    for part in parts:
+      width = _array(part).shape[-1]
+      rows = kernel[:, :, start:start + width].astype(dtype)
+      if isinstance(part, Resized):
+        term = _conv_resized(part._replace(x=part.x.astype(dtype)), rows, strides, padding, dilation)
+      else:
+        term = jax.lax.conv_general_dilated(part.astype(dtype), rows, strides, padding, rhs_dilation=dilation,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      out = term if out is None else out + term
+      start += width
+    if self.use_bias:
+      out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
+    return out
+
+
+def _array(part) -> jax.Array:
+  return part.x if isinstance(part, Resized) else part
+
+
 class PointwiseConv(nn.Module):
   """Unpadded 1x1 ``nn.Conv2d`` as a matrix product over the channel axis.
 
@@ -326,9 +424,10 @@ class PointwiseConv(nn.Module):
   convolution, about half as fast forward and backward (experiments/bench/README.md). A stride
   is a strided slice first, which is what PyTorch's unpadded 1x1 convolution computes.
 
-  ``x`` may be a list of arrays standing for their concatenation along channels: the products of
-  the parts with their rows of the kernel are summed and the concatenation is never made (XLA's
-  CPU concatenate of SegFormer's four 128x128x256 head maps took 33 ms, 11% of its inference).
+  ``x`` may be a list of parts (arrays or ``Resized``) standing for their concatenation along
+  channels: the products of the parts with their rows of the kernel are summed and the
+  concatenation is never made (XLA's CPU concatenate of SegFormer's four 128x128x256 head maps
+  took 33 ms, 11% of its inference); a ``Resized`` part's product is taken before the resize.
   """
   features: int
   strides: tuple
@@ -337,33 +436,42 @@ class PointwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    parts = list(x) if isinstance(x, (list, tuple)) else [x]
-    channels = sum(part.shape[-1] for part in parts)
+    parts = list(x) if isinstance(x, list) else [x]
+    channels = sum(_array(part).shape[-1] for part in parts)
     kernel = self.param("kernel", self.kernel_init, (1, 1, channels, self.features), jnp.float32)
     sh, sw = self.strides
     out, start = None, 0
+    product = lambda a, rows: jax.lax.dot_general(a, rows, (((a.ndim - 1,), (0,)), ((), ())))
     for part in parts:
-      if (sh, sw) != (1, 1):
-        part = part[:, ::sh, ::sw]
-      rows = kernel[0, 0, start:start + part.shape[-1]].astype(part.dtype)
-      term = jax.lax.dot_general(part, rows, (((part.ndim - 1,), (0,)), ((), ())))
+      array = _array(part)
+      rows = kernel[0, 0, start:start + array.shape[-1]].astype(array.dtype)
+      if isinstance(part, Resized):
+        term = resize(product(array, rows), part.size, part.align_corners)[:, ::sh, ::sw]
+      else:
+        term = product(array[:, ::sh, ::sw], rows)
       out = term if out is None else out + term
-      start += part.shape[-1]
+      start += array.shape[-1]
     if self.use_bias:
       out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(out.dtype)
     return out
 
 
 def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-           use_bias=True, name=None, kernel_init=kaiming_fan_out):
+           use_bias=True, name=None, kernel_init=kaiming_fan_out, parts=False):
   """``nn.Conv2d`` with PyTorch's explicit symmetric padding.
 
   Grouped (and so depthwise) convs are a GroupedConv and unpadded 1x1 convs a PointwiseConv
-  (faster on CPU).
+  (faster on CPU). ``parts``: the conv is given a list of parts for their channel concatenation
+  (``ConcatConv``; ``PointwiseConv`` takes either).
   """
   ph, pw = _pair(padding)
   if _pair(kernel_size) == (1, 1) and (ph, pw) == (0, 0) and groups == 1:
     return PointwiseConv(features, _pair(stride), use_bias, kernel_init, name=name)
+  if parts:
+    if groups > 1:
+      raise ValueError(f"conv2d: a list of parts goes to a conv with groups=1, not groups={groups}")
+    return ConcatConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)), _pair(dilation),
+                      use_bias, kernel_init, name=name)
   if groups > 1:
     return GroupedConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
                        _pair(dilation), groups, use_bias, kernel_init, name=name)
@@ -530,8 +638,9 @@ def activation(act_cfg: dict | None):
 class ConvModule(nn.Module):
   """mmcv ``ConvModule``: conv (named ``conv``) -> norm (``bn``/``gn``/``ln``) -> activation.
 
-  ``bias='auto'`` follows mmcv: a conv followed by a norm has no bias. A 1x1 unpadded conv takes
-  a list of arrays for their channel concatenation (``PointwiseConv``).
+  ``bias='auto'`` follows mmcv: a conv followed by a norm has no bias. ``x`` may be a list of
+  parts (arrays or ``Resized``) for their channel concatenation (``ConcatConv``,
+  ``PointwiseConv``).
   """
   features: int
   kernel_size: Any = 1
@@ -547,7 +656,7 @@ class ConvModule(nn.Module):
   def __call__(self, x, train: bool = False):
     use_bias = self.norm_cfg is None if self.bias == "auto" else bool(self.bias)
     x = conv2d(self.features, self.kernel_size, self.stride, self.padding, self.dilation,
-               self.groups, use_bias, name="conv")(x)
+               self.groups, use_bias, name="conv", parts=isinstance(x, list))(x)
     if self.norm_cfg is not None:
       x = norm_layer(self.norm_cfg, name=NORM_NAMES[self.norm_cfg["type"]])(x, train)
     return activation(self.act_cfg)(x)

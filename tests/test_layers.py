@@ -75,6 +75,70 @@ def test_pointwise_conv_of_parts_is_the_conv_of_their_concatenation(stride):
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
 
 
+# Rows: parts (channels, size) -> the conv's input size; kernel, stride, padding, dilation,
+# align_corners. Upsampled parts (2x, 4x, non-whole factor, from one pixel as after a global
+# pool) convolved at their own size, a part at the input size and a downsampled one through the
+# resize; strided, dilated and unpadded kernels; both align_corners.
+@pytest.mark.parametrize("sizes,out_hw,k,stride,padding,dilation,align_corners", [
+    (((5, (16, 20)), (4, (8, 10)), (3, (4, 5)), (2, (1, 1))), (16, 20), 3, 1, 1, 1, False),
+    (((3, (7, 9)), (4, (3, 4)), (2, (19, 23))), (19, 23), 3, 2, 2, 2, True),
+    (((3, (7, 9)), (4, (3, 4))), (16, 20), 3, 1, 0, 1, False),
+    (((6, (16, 20)), (3, (8, 10))), (16, 20), 1, 2, 0, 1, True),
+    (((3, (4, 5)), (4, (16, 20))), (16, 20), 1, 1, 0, 1, False)])
+def test_conv_of_resized_parts_is_the_conv_of_their_concatenation(sizes, out_hw, k, stride, padding,
+                                                                    dilation, align_corners):
+  """mmseg's heads resize maps, concatenate them and convolve (UPerHead, PSPHead, SegformerHead):
+  a list of parts, some ``Resized``, gives F.conv2d of F.interpolate'd, concatenated maps, with
+  the same parameters; and the gradient of every input and of the kernel."""
+  rng = np.random.default_rng(11)
+  parts = [rng.normal(size=(2, c, *hw)) for c, hw in sizes]
+  channels = sum(c for c, _ in sizes)
+  w = rng.normal(size=(7, channels, k, k))
+  cot = None
+
+  def torch_conv(parts_t, w_t):
+    up = [p if p.shape[2:] == out_hw else F.interpolate(p, size=out_hw, mode="bilinear",
+                                                        align_corners=align_corners) for p in parts_t]
+    return F.conv2d(torch.cat(up, 1), w_t, None, stride=stride, padding=padding, dilation=dilation)
+
+  parts_t = [torch.from_numpy(p).requires_grad_() for p in parts]
+  w_t = torch.from_numpy(w).requires_grad_()
+  ref = torch_conv(parts_t, w_t)
+  cot = rng.normal(size=ref.shape)
+  (ref * torch.from_numpy(cot)).sum().backward()
+
+  conv = layers.conv2d(7, k, stride, padding, dilation, use_bias=False, parts=True)
+  as_parts = lambda xs: [x if x.shape[1:3] == out_hw else layers.Resized(x, out_hw, align_corners) for x in xs]
+  nhwc = [jnp.asarray(p.transpose(0, 2, 3, 1), jnp.float32) for p in parts]
+  assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(0), as_parts(nhwc))) == \
+      {"params": {"kernel": (k, k, channels, 7)}}
+  kernel = jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float32)
+
+  def loss(kernel, xs):
+    out = conv.apply({"params": {"kernel": kernel}}, as_parts(xs))
+    return (out * jnp.asarray(cot.transpose(0, 2, 3, 1), jnp.float32)).sum(), out
+
+  (_, out), (d_kernel, d_parts) = jax.value_and_grad(loss, (0, 1), has_aux=True)(kernel, nhwc)
+  scale = np.abs(ref.detach().numpy()).max()
+  np.testing.assert_allclose(np.asarray(out), ref.detach().numpy().transpose(0, 2, 3, 1), atol=2e-6 * scale)
+  np.testing.assert_allclose(np.asarray(d_kernel), w_t.grad.numpy().transpose(2, 3, 1, 0),
+                             atol=2e-6 * np.abs(w_t.grad.numpy()).max())
+  for got, p_t in zip(d_parts, parts_t):
+    want = p_t.grad.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-6 * np.abs(want).max())
+
+
+def test_conv_of_resized_parts_takes_the_product_first_only_where_cheaper():
+  """The product at the part's own size is chosen for a large upsampling and not for a part the
+  size of the output (there the interpolation matrices would cost more than the convolution)."""
+  kernel = jnp.zeros((3, 3, 64, 32))
+  primitives = lambda hw: {e.primitive.name for e in jax.make_jaxpr(
+      lambda x: layers._conv_resized(layers.Resized(x, (32, 32)), kernel, (1, 1), ((1, 1), (1, 1)),
+                                     (1, 1)))(jnp.zeros((1, hw, hw, 64))).eqns}
+  assert "conv_general_dilated" not in primitives(8)
+  assert "conv_general_dilated" in primitives(32)
+
+
 def test_grouped_conv_names_channels_that_do_not_divide_into_groups():
   conv = layers.conv2d(16, 3, padding=1, groups=8)
   with pytest.raises(ValueError, match=r"input channels \(12\).*groups=8"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from segjax import layers
 from segjax.convert import CheckpointRules
@@ -60,9 +59,8 @@ class GlobalFeatureExtractor(nn.Module):
                                 name=f"bottleneck{i + 1}")(x, train)
     pooled = PPM(tuple(self.pool_scales), self.block_channels[2] // 4, self.norm_cfg, self.act_cfg,
                  self.align_corners, name="ppm")(x, train)
-    x = jnp.concatenate([x, *pooled], axis=-1)
     return layers.conv_module(self.out_channels, 3, 1, 1, norm_cfg=self.norm_cfg,
-                              act_cfg=self.act_cfg, name="out")(x, train)
+                              act_cfg=self.act_cfg, name="out")([x, *pooled], train)  # the concatenation
 
 
 class FeatureFusionModule(nn.Module):

@@ -15,7 +15,6 @@ import types
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from segjax import layers
 from segjax.convert import CheckpointRules, nested_backbone_rules
@@ -141,6 +140,6 @@ class ICNet(nn.Module):
     psp = PPM(tuple(self.pool_scales), self.psp_out_channels, norm_cfg, act_cfg, self.align_corners,
               name="psp_modules")(x, train)
     x = layers.conv_module(self.psp_out_channels, 3, 1, 1, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                           name="psp_bottleneck")(jnp.concatenate(psp + [x], -1), train)
+                           name="psp_bottleneck")(psp + [x], train)  # the concatenation
     sub4 = conv(self.out_channels[2], 1, name="conv_sub4")(x, train)
     return [sub1, sub2, sub4]

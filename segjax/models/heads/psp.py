@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from segjax import layers
 from segjax.models.heads.decode_head import BaseDecodeHead
@@ -12,7 +11,8 @@ from segjax.models.heads.decode_head import BaseDecodeHead
 
 class PPM(nn.Module):
   """``psp_modules``: branch ``i`` = AdaptiveAvgPool2d(scale) (``i.0``) + 1x1 ConvModule (``i.1``),
-  each upsampled back to the input size."""
+  each upsampled back to the input size, as ``layers.Resized`` for the bottleneck conv that
+  follows in every user (its product with the pooled maps is taken before the upsampling)."""
   pool_scales: Sequence[int]
   channels: int
   norm_cfg: dict | None
@@ -27,7 +27,7 @@ class PPM(nn.Module):
                                lambda name: layers.conv_module(self.channels, 1, norm_cfg=self.norm_cfg,
                                                                act_cfg=self.act_cfg, name=name)),
                               name=str(i))
-      outs.append(layers.resize(branch(x, train), x.shape[1:3], self.align_corners))
+      outs.append(layers.Resized(branch(x, train), x.shape[1:3], self.align_corners))
     return outs
 
 
@@ -41,5 +41,5 @@ class PSPHead(BaseDecodeHead):
     x = self.transform_inputs(inputs)
     outs = [x] + PPM(tuple(self.pool_scales), self.channels, self.norm_cfg, self.act,
                      self.align_corners, name="psp_modules")(x, train)
-    out = self.conv(self.channels, 3, 1)(name="bottleneck")(jnp.concatenate(outs, -1), train)
+    out = self.conv(self.channels, 3, 1)(name="bottleneck")(outs, train)  # the concatenation
     return self.cls_seg(out, train)

@@ -33,7 +33,7 @@ class SegformerHead(BaseDecodeHead):
     conv = self.conv(self.channels, 1)
     outs = layers.ModuleList(len(feats), lambda i, name: conv(name=name), name="convs")(feats, train)
     size = feats[0].shape[1:3]
-    outs = [layers.resize(o, size, self.align_corners) for o in outs]
+    outs = [layers.Resized(o, size, self.align_corners) for o in outs]
     fusion = layers.conv_module(self.channels, 1, norm_cfg=self.norm_cfg, name="fusion_conv")
     out = fusion(outs, train)  # their concatenation, never made (layers.PointwiseConv)
     return self.cls_seg(out, train)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from segjax import layers
 from segjax.models.heads.decode_head import BaseDecodeHead
@@ -23,7 +22,7 @@ class UPerHead(BaseDecodeHead):
     top = feats[-1]
     psp = [top] + PPM(tuple(self.pool_scales), self.channels, self.norm_cfg, self.act,
                       self.align_corners, name="psp_modules")(top, train)
-    psp_out = self.conv(self.channels, 3, 1)(name="bottleneck")(jnp.concatenate(psp, -1), train)
+    psp_out = self.conv(self.channels, 3, 1)(name="bottleneck")(psp, train)  # the concatenation
 
     lateral, fpn = self.conv(self.channels, 1), self.conv(self.channels, 3, 1)
     lateral_convs = layers.ModuleList(
@@ -36,6 +35,6 @@ class UPerHead(BaseDecodeHead):
         len(feats) - 1, lambda i, name: fpn(name=name), name="fpn_convs")
     fpn_outs = fpn_convs(laterals[:-1], train) + [laterals[-1]]
     size = fpn_outs[0].shape[1:3]
-    fpn_outs = [fpn_outs[0]] + [layers.resize(f, size, self.align_corners) for f in fpn_outs[1:]]
-    out = self.conv(self.channels, 3, 1)(name="fpn_bottleneck")(jnp.concatenate(fpn_outs, -1), train)
+    fpn_outs = [fpn_outs[0]] + [layers.Resized(f, size, self.align_corners) for f in fpn_outs[1:]]
+    out = self.conv(self.channels, 3, 1)(name="fpn_bottleneck")(fpn_outs, train)  # the concatenation
     return self.cls_seg(out, train)
