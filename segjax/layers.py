@@ -82,20 +82,27 @@ def _phase_shifts(taps, weights, in_size: int, out_size: int):
 
 
 def _resize_axis_by_phase(x, axis: int, shifts, w0, w1):
-  """The taps of ``resize_axis`` as shifted copies of ``x`` (edge-clamped slices) instead of
-  gathers: the same products and sums, but XLA fuses slices into the weighted sum where it kept
-  both gathered tensors (2 x 300 MB for the loss' 4x upsampling of 150-class logits)."""
+  """The taps of ``resize_axis`` as slices of ``x`` instead of gathers: the same products and
+  sums. Each phase is its interior (two slices, weighted) with the edge-clamped first and last
+  samples joined on, so XLA fuses the whole resize into one pass writing the output, where shifted
+  copies of ``x`` and gathers were each made whole (3 x 37.5 MB for the 4x upsampling of
+  150-class logits)."""
   n, f = x.shape[axis], len(shifts)
-  edge = lambda a, b: jax.lax.slice_in_dim(x, a, b, axis=axis)
-  shifted = {-1: jnp.concatenate([edge(0, 1), edge(0, n - 1)], axis), 0: x,
-             1: jnp.concatenate([edge(1, n), edge(n - 1, n)], axis)}
-  shape = [1] * x.ndim
-  shape[axis] = n
+
+  def along_axis(weights):
+    return jnp.asarray(weights, x.dtype).reshape([-1 if i == axis else 1 for i in range(x.ndim)])
+
   phases = []
   for r, (d0, d1) in enumerate(shifts):
-    a = jnp.asarray(w0[r::f], x.dtype).reshape(shape)
-    b = jnp.asarray(w1[r::f], x.dtype).reshape(shape)
-    phases.append(shifted[d0] * a + shifted[d1] * b)
+    lo, hi = int(min(d0, d1) < 0), int(max(d0, d1) > 0)
+
+    def weighted(k, count):  # samples k .. k + count - 1 of phase r, taps clamped to x's edges
+      tap = lambda d: jax.lax.slice_in_dim(x, min(max(k + d, 0), n - count), min(max(k + d, 0), n - count) + count,
+                                           axis=axis)
+      return tap(d0) * along_axis(w0[r::f][k:k + count]) + tap(d1) * along_axis(w1[r::f][k:k + count])
+
+    pieces = [weighted(0, 1)] * lo + [weighted(lo, n - lo - hi)] + [weighted(n - 1, 1)] * hi
+    phases.append(pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis))
   out = jnp.stack(phases, axis=axis + 1)
   return out.reshape(*x.shape[:axis], n * f, *x.shape[axis + 1:])
 

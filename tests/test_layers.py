@@ -13,7 +13,7 @@ F = torch.nn.functional
 
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("in_hw,out_hw", [((7, 9), (16, 20)), ((16, 20), (5, 7)), ((64, 128), (512, 1024)),
-                                          ((9, 9), (9, 4)), ((1, 3), (4, 4))])
+                                          ((9, 9), (9, 4)), ((1, 3), (4, 4)), ((2, 3), (4, 12))])
 def test_resize_matches_f_interpolate(in_hw, out_hw, align_corners):
   x = np.random.default_rng(0).normal(size=(2, 3, *in_hw)).astype(np.float32)
   ref = F.interpolate(torch.from_numpy(x), size=out_hw, mode="bilinear",
