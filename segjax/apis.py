@@ -47,7 +47,7 @@ class Segmentor:
 
   def __post_init__(self):
     # One jitted function per segmentor; it recompiles only for new input shapes.
-    options = xla_flags.memory_scheduler_options()
+    options = xla_flags.memory_options()
     self.encode_decode = jax.jit(functools.partial(inference.encode_decode, self.model),
                                  compiler_options=options)
     self.inference_logits = jax.jit(functools.partial(inference.inference_logits, self.model,

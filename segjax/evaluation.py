@@ -325,7 +325,7 @@ def jit_predict_and_score(model, model_cfg: Mapping, num_classes: int, ignore_in
       predict_and_score, model=model, test_cfg=model_cfg.get("test_cfg"),
       threshold=binary_threshold(head), align_corners=bool(head.get("align_corners", False)),
       num_classes=num_classes, ignore_index=ignore_index),
-      static_argnames=("augs",), compiler_options=xla_flags.memory_scheduler_options())
+      static_argnames=("augs",), compiler_options=xla_flags.memory_options())
 
 
 def dataset_group(dataset, index: int) -> int:

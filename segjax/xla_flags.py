@@ -10,8 +10,8 @@ Eigen's products on the Intel host. experiments/bench/README.md records each set
 user already set in ``XLA_FLAGS`` is never overridden; the flags have no effect on GPU/TPU
 backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1`` to run with XLA's own defaults.
 
-Inference and initialisation programs are also compiled with ``memory_scheduler_options()``
-(per ``jax.jit``, so the train step keeps XLA's scheduler). ``compile_and_trim`` compiles a
+Inference, evaluation and initialisation programs are also compiled with ``memory_options()``
+(per ``jax.jit``, so the train step keeps XLA's defaults). ``compile_and_trim`` compiles a
 program before its first run and hands the heap the compiler freed back to the OS.
 """
 import ctypes
@@ -30,34 +30,42 @@ def apply_defaults() -> None:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
-# XLA's CPU scheduler by default orders for concurrency: for DeepLabV3+ inference it evaluated the
-# three dilated ASPP depthwise convolutions (and two copies of layer4's output) before their
-# pointwise convolutions, XLA temp 582 -> 416 MB with the memory-minimising order, peak RSS
-# 1.47-1.55 -> 1.23-1.34 GB at the same speed; DeepLabV3+'s random init temp 306 -> 135 MB.
-# In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB), so it is not a
-# process-wide flag.
-MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
-CPU_SCHEDULER_FLAGS = ("--xla_cpu_scheduler_type", "--xla_cpu_enable_concurrency_optimized_scheduler")
+# Per-jit compiler options for programs that run with their parameters already in memory.
+# - XLA's CPU scheduler by default orders for concurrency: for DeepLabV3+ inference it evaluated
+#   the three dilated ASPP depthwise convolutions (and two copies of layer4's output) before their
+#   pointwise convolutions, XLA temp 582 -> 416 MB with the memory-minimising order, peak RSS
+#   1.47-1.55 -> 1.23-1.34 GB at the same speed; DeepLabV3+'s random init temp 306 -> 135 MB.
+#   In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB).
+# - XLA's MLIR fusion emitters took ~0.45 GB while compiling Swin-T UPerNet's inference, the
+#   process's peak (the run's scratch and output are less); its older emitters take ~0.1 GB less
+#   for random init and ~0.2 GB less for the compile, at the same speed (Swin-T UPerNet, Fast-SCNN,
+#   STDC1, BiSeNetV2; experiments/bench/README.md).
+MEMORY_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+                  "xla_cpu_use_fusion_emitters": False}
+# The XLA_FLAGS by which a user makes each choice instead.
+USER_CHOICES = {"xla_cpu_scheduler_type": ("--xla_cpu_scheduler_type",
+                                           "--xla_cpu_enable_concurrency_optimized_scheduler"),
+                "xla_cpu_use_fusion_emitters": ("--xla_cpu_use_fusion_emitters",)}
 
 
-def memory_scheduler_options() -> dict:
-  """``compiler_options`` for jitted inference and init: ``MEMORY_SCHEDULER`` on the CPU backend
-  of a jaxlib that has it (jaxlib 0.8 does not); empty under ``SEGJAX_NO_XLA_DEFAULTS`` and where
-  the user's ``XLA_FLAGS`` choose a CPU scheduler."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  user_chose = any(flag in flags for flag in CPU_SCHEDULER_FLAGS)
-  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS") or user_chose or not _cpu_accepts_memory_scheduler():
+def memory_options() -> dict:
+  """``compiler_options`` for jitted inference, evaluation and init: each of ``MEMORY_OPTIONS``
+  that the CPU backend of this jaxlib has (jaxlib 0.8 lacks the scheduler option) and the user's
+  ``XLA_FLAGS`` do not choose; empty under ``SEGJAX_NO_XLA_DEFAULTS`` and on other backends."""
+  if os.environ.get("SEGJAX_NO_XLA_DEFAULTS"):
     return {}
-  return dict(MEMORY_SCHEDULER)
+  flags = os.environ.get("XLA_FLAGS", "")
+  return {name: value for name, value in MEMORY_OPTIONS.items()
+          if not any(flag in flags for flag in USER_CHOICES[name]) and _cpu_accepts(name)}
 
 
 @functools.cache
-def _cpu_accepts_memory_scheduler() -> bool:
+def _cpu_accepts(name: str) -> bool:
   import jax  # here: apply_defaults must run before jax is imported
   if jax.default_backend() != "cpu":
     return False
   try:  # XLA rejects an option its DebugOptions lack ("No such compile option")
-    jax.jit(lambda x: x + 1, compiler_options=MEMORY_SCHEDULER).lower(0.0).compile()
+    jax.jit(lambda x: x + 1, compiler_options={name: MEMORY_OPTIONS[name]}).lower(0.0).compile()
   except RuntimeError:
     return False
   return True

@@ -210,15 +210,15 @@ def test_depthwise_training_holds_one_padded_buffer_not_two():
   assert temp <= padded_bytes + 4 * x_bytes, (temp, padded_bytes, x_bytes)
 
 
-def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
+def test_memory_options_evaluate_parallel_branches_one_at_a_time():
   """Three dilated depthwise branches, each followed by a 1x1 product (DeepLabV3+'s ASPP): with
-  segjax's memory-scheduler compiler options XLA finishes a branch before starting the next, so its
+  segjax's memory compiler options XLA finishes a branch before starting the next, so its
   scratch memory holds one depthwise output and the three products (XLA's default order keeps
-  all three depthwise outputs: 3.25 MiB here against the bound of 1.75 MiB). The options step
-  aside for a user's CPU scheduler flag and for SEGJAX_NO_XLA_DEFAULTS."""
+  all three depthwise outputs: 3.25 MiB here against the bound of 1.75 MiB). Each option steps
+  aside for the user's own flag, all for SEGJAX_NO_XLA_DEFAULTS."""
   from segjax import layers, xla_flags
-  options = xla_flags.memory_scheduler_options()
-  assert options == xla_flags.MEMORY_SCHEDULER
+  options = xla_flags.memory_options()
+  assert options == xla_flags.MEMORY_OPTIONS
   x = jax.ShapeDtypeStruct((1, 32, 32, 256), jnp.float32)
   kernel = jax.ShapeDtypeStruct((3, 3, 256), jnp.float32)
   w = jax.ShapeDtypeStruct((256, 64), jnp.float32)
@@ -232,14 +232,17 @@ def test_memory_scheduler_options_evaluate_parallel_branches_one_at_a_time():
   assert temp <= 32 * 32 * (256 + 3 * 64) * 4, temp
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("XLA_FLAGS", "--xla_gpu_enable_latency_hiding_scheduler=true")  # not a CPU choice
-    assert xla_flags.memory_scheduler_options() == xla_flags.MEMORY_SCHEDULER
+    assert xla_flags.memory_options() == xla_flags.MEMORY_OPTIONS
+    emitters = {"xla_cpu_use_fusion_emitters": False}
     patch.setenv("XLA_FLAGS", "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
-    assert xla_flags.memory_scheduler_options() == {}
+    assert xla_flags.memory_options() == emitters
     patch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false")
-    assert xla_flags.memory_scheduler_options() == {}
+    assert xla_flags.memory_options() == emitters
+    patch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert xla_flags.memory_options() == {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
     patch.setenv("SEGJAX_NO_XLA_DEFAULTS", "1")
     patch.delenv("XLA_FLAGS")
-    assert xla_flags.memory_scheduler_options() == {}
+    assert xla_flags.memory_options() == {}
 
 
 def test_compile_and_trim_returns_freed_heap_to_the_os():

@@ -218,7 +218,7 @@ _UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 def init_compiler_options() -> dict:
   """``compiler_options`` of jitted initialisation: unoptimised, memory-minimising order."""
-  return {**_UNOPTIMISED, **xla_flags.memory_scheduler_options()}
+  return {**_UNOPTIMISED, **xla_flags.memory_options()}
 
 
 def init_variables(model: nn.Module, rng: jax.Array, num_channels: int = 3) -> dict:
