@@ -1,4 +1,7 @@
 """segjax's PyTorch-equivalent pieces checked against PyTorch itself."""
+import math
+import re
+
 import numpy as np
 import pytest
 
@@ -354,6 +357,31 @@ def test_softmax_attention_in_query_blocks_is_the_full_softmax(monkeypatch, rows
   blocked_grads = jax.vjp(lambda *a: layers.softmax_attention(*a, scale=0.7), *args)[1](cotangent)
   for got_grad, want_grad in zip(blocked_grads, jax.vjp(full, *args)[1](cotangent)):
     np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), rtol=1e-5, atol=1e-6)
+
+
+def test_multi_head_attention_matches_torch_and_keeps_one_map_for_the_backward_pass(capsys):
+  """Output and gradients of softmax(q k^T / sqrt(d) + bias) v as PyTorch computes them
+  (float64 reference); of the (N, heads, Lq, Lk) maps only the weights are kept for the backward
+  pass (autodiff of jax.nn.softmax keeps the exponentials too)."""
+  rng = np.random.default_rng(3)
+  q, k, v = (rng.normal(size=(2, l, 3, 8)) for l in (6, 10, 10))
+  bias = rng.normal(size=(1, 3, 6, 10))
+  cot = rng.normal(size=(2, 6, 3, 8))
+  qt, kt, vt = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+  weights = torch.softmax(torch.einsum("nqhd,nkhd->nhqk", qt, kt) / np.sqrt(8) + torch.from_numpy(bias), -1)
+  ref = torch.einsum("nhqk,nkhd->nqhd", weights, vt)
+  (ref * torch.from_numpy(cot)).sum().backward()
+  args = [jnp.asarray(a, jnp.float32) for a in (q, k, v)]
+  attend = lambda q, k, v: layers.multi_head_attention(None, q, k, v, bias=jnp.asarray(bias, jnp.float32))
+  out, vjp = jax.vjp(attend, *args)
+  np.testing.assert_allclose(np.asarray(out), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+  for got, want in zip(vjp(jnp.asarray(cot, jnp.float32)), (qt, kt, vt)):
+    np.testing.assert_allclose(np.asarray(got), want.grad.numpy(), rtol=1e-5, atol=1e-5)
+  from jax.ad_checkpoint import print_saved_residuals
+  print_saved_residuals(lambda *a: attend(*a).sum(), *args)
+  kept = capsys.readouterr().out
+  sizes = [math.prod(map(int, shape.split(","))) for shape in re.findall(r"f32\[([\d,]+)\]", kept)]
+  assert sizes.count(2 * 3 * 6 * 10) == 1, kept
 
 
 @pytest.mark.parametrize("in_size, factor", [(5, 4), (16, 8), (3, 2), (1, 4)])
