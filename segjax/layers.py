@@ -861,7 +861,9 @@ def softmax(x: jax.Array) -> jax.Array:
 
 
 def _softmax_fwd(x):
-  y = softmax(x)
+  # exp(x - logsumexp) rather than exp(x - max) / sum: XLA copies a cheap normalisation into
+  # the backward pass's fusions and kept the exponentials alive for it; an exp it does not copy.
+  y = jnp.exp(x - jax.nn.logsumexp(x, axis=-1, keepdims=True))
   return y, y
 
 
