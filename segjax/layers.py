@@ -97,8 +97,10 @@ def _resize_axis_by_phase(x, axis: int, shifts, w0, w1):
     lo, hi = int(min(d0, d1) < 0), int(max(d0, d1) > 0)
 
     def weighted(k, count):  # samples k .. k + count - 1 of phase r, taps clamped to x's edges
-      tap = lambda d: jax.lax.slice_in_dim(x, min(max(k + d, 0), n - count), min(max(k + d, 0), n - count) + count,
-                                           axis=axis)
+      def tap(d):
+        start = min(max(k + d, 0), n - count)
+        return jax.lax.slice_in_dim(x, start, start + count, axis=axis)
+
       return tap(d0) * along_axis(w0[r::f][k:k + count]) + tap(d1) * along_axis(w1[r::f][k:k + count])
 
     pieces = [weighted(0, 1)] * lo + [weighted(lo, n - lo - hi)] + [weighted(n - 1, 1)] * hi
@@ -359,6 +361,11 @@ def _shifted_interpolation(in_size: int, out_size: int, align_corners: bool, tap
   return np.where(inside[..., None], interp[np.clip(rows, 0, out_size - 1)], real(0))
 
 
+def _conv_nhwc(x, kernel, strides, padding, dilation):
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def _conv_resized(part: Resized, kernel, strides, padding, dilation):
   """``lax.conv_general_dilated(part.compute(), kernel, ...)`` (NHWC, HWIO). Where cheaper (in
   multiply-adds): the product with every tap of the kernel at the part's own size, then per axis
@@ -375,8 +382,7 @@ def _conv_resized(part: Resized, kernel, strides, padding, dilation):
   out_h, out_w = along_h.shape[0], along_w.shape[0]
   by_matrix = h * w * c * kh * kw * o + h * out_w * kh * o * kw * w + out_h * out_w * o * kh * h
   if by_matrix >= out_h * out_w * c * o * kh * kw:
-    return jax.lax.conv_general_dilated(part.compute(), kernel, strides, padding, rhs_dilation=dilation,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return _conv_nhwc(part.compute(), kernel, strides, padding, dilation)
   # The interpolation weights stay exact on accelerators whose default precision rounds to bf16.
   exact = jax.lax.Precision.HIGHEST
   taps = jnp.einsum("nhwc,ijco->nhwijo", x, kernel)
@@ -410,8 +416,7 @@ class ConcatConv(nn.Module):
       if isinstance(part, Resized):
         term = _conv_resized(part._replace(x=part.x.astype(dtype)), rows, strides, padding, dilation)
       else:
-        term = jax.lax.conv_general_dilated(part.astype(dtype), rows, strides, padding, rhs_dilation=dilation,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        term = _conv_nhwc(part.astype(dtype), rows, strides, padding, dilation)
       out = term if out is None else out + term
       start += width
     if self.use_bias:
