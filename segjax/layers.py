@@ -328,7 +328,8 @@ class GroupedConv(nn.Module):
 
 
 class Resized(NamedTuple):
-  """``resize(x, size, align_corners)`` left for a convolution to compute.
+  """``resize(x, size, align_corners)`` (``mode='bilinear'``) or ``resize_nearest(x, size)``
+  (``mode='nearest'``) left for a convolution to compute.
 
   Given among the parts of a convolution's input (``ConvModule``, ``PointwiseConv``,
   ``ConcatConv``), ``x`` is multiplied by its rows of the kernel at ``x``'s own size and the
@@ -341,8 +342,11 @@ class Resized(NamedTuple):
   x: jax.Array
   size: tuple
   align_corners: bool = False
+  mode: str = "bilinear"
 
   def compute(self) -> jax.Array:
+    if self.mode == "nearest":
+      return resize_nearest(self.x, self.size)
     return resize(self.x, self.size, self.align_corners)
 
 
@@ -367,10 +371,14 @@ def _conv_nhwc(x, kernel, strides, padding, dilation):
 
 
 def _conv_resized(part: Resized, kernel, strides, padding, dilation):
-  """``lax.conv_general_dilated(part.compute(), kernel, ...)`` (NHWC, HWIO). Where cheaper (in
-  multiply-adds): the product with every tap of the kernel at the part's own size, then per axis
-  one matrix that interpolates and shifts each tap's product into place (dense, so it is only
-  chosen while the parts are small against the output)."""
+  """``lax.conv_general_dilated(part.compute(), kernel, ...)`` (NHWC, HWIO), computed at the
+  part's own size where that takes fewer multiply-adds: a whole-factor nearest upsampling by
+  ``_conv_nearest_phases``; a bilinear one as the product with every tap of the kernel, then per
+  axis one matrix that interpolates and shifts each tap's product into place (dense, so it is
+  only chosen while the parts are small against the output)."""
+  if part.mode == "nearest":
+    out = _conv_nearest_phases(part, kernel, strides, padding, dilation)
+    return _conv_nhwc(part.compute(), kernel, strides, padding, dilation) if out is None else out
   x = part.x
   n, h, w, c = x.shape
   kh, kw, _, o = kernel.shape
@@ -388,6 +396,53 @@ def _conv_resized(part: Resized, kernel, strides, padding, dilation):
   taps = jnp.einsum("nhwc,ijco->nhwijo", x, kernel)
   rows = jnp.einsum("Xjx,nhxijo->nhXio", jnp.asarray(along_w, x.dtype), taps, precision=exact)
   return jnp.einsum("Yih,nhXio->nYXo", jnp.asarray(along_h, x.dtype), rows, precision=exact)
+
+
+def _nearest_phase_taps(in_size: int, out_size: int, taps: int, stride: int, pad: tuple,
+                        dilation: int):
+  """Per phase p of a whole-factor ``s`` nearest upsampling (output rows s * i + p), followed by
+  a convolution that keeps its size: the ``(offsets, taps)`` 0/1 matrix that adds up the taps
+  reading the same input row i + offset, and the input's padding (before, after) for those
+  offsets. None where that does not apply (another factor, a stride, a size-changing padding)."""
+  s = out_size // in_size
+  if (s < 2 or s * in_size != out_size or stride != 1 or pad[0] + pad[1] != dilation * (taps - 1)
+      or not np.array_equal(_nearest_indices(in_size, out_size), np.arange(out_size) // s)):
+    return None
+  phases = []
+  for p in range(s):
+    offsets = (p + np.arange(taps) * dilation - pad[0]) // s
+    lo, hi = int(offsets.min()), int(offsets.max())
+    if lo > 0 or hi < 0:
+      return None
+    combine = np.zeros((hi - lo + 1, taps), np.float32)
+    combine[offsets - lo, np.arange(taps)] = 1
+    phases.append((combine, (-lo, hi)))
+  return phases
+
+
+def _conv_nearest_phases(part: Resized, kernel, strides, padding, dilation):
+  """A convolution of a whole-factor nearest upsampling, at the input's size: output pixel
+  (s*i + p, s*j + q) reads only input pixels near (i, j), so each of the s^2 phases (p, q) is a
+  convolution of the input with the kernel's taps summed by the input pixel they read (a 3x3
+  kernel after a 2x upsampling: four 2x2 kernels, 16 products per input pixel against the 36 of
+  the convolution at full size). The phases are then interleaved. None where it does not apply
+  (``_nearest_phase_taps``)."""
+  x = part.x
+  along_h = _nearest_phase_taps(x.shape[1], part.size[0], kernel.shape[0], strides[0], padding[0], dilation[0])
+  along_w = _nearest_phase_taps(x.shape[2], part.size[1], kernel.shape[1], strides[1], padding[1], dilation[1])
+  if along_h is None or along_w is None:
+    return None
+  rows = []
+  for combine_h, pad_h in along_h:
+    row = []
+    for combine_w, pad_w in along_w:
+      phase_kernel = jnp.einsum("at,bu,tuco->abco", jnp.asarray(combine_h, kernel.dtype),
+                                jnp.asarray(combine_w, kernel.dtype), kernel,
+                                precision=jax.lax.Precision.HIGHEST)
+      row.append(_conv_nhwc(x, phase_kernel, (1, 1), (pad_h, pad_w), (1, 1)))
+    rows.append(jnp.stack(row, 3))  # (n, h, w, s_w, o)
+  n, h, w, s_w, o = rows[0].shape
+  return jnp.stack(rows, 2).reshape(n, h * len(rows), w * s_w, o)
 
 
 class ConcatConv(nn.Module):
@@ -428,6 +483,13 @@ def _array(part) -> jax.Array:
   return part.x if isinstance(part, Resized) else part
 
 
+def concatenate_parts(x) -> jax.Array:
+  """``x`` itself, or a list of parts (arrays or ``Resized``) made into their channel concatenation."""
+  if not isinstance(x, list):
+    return x
+  return jnp.concatenate([part.compute() if isinstance(part, Resized) else part for part in x], -1)
+
+
 class PointwiseConv(nn.Module):
   """Unpadded 1x1 ``nn.Conv2d`` as a matrix product over the channel axis.
 
@@ -458,7 +520,7 @@ class PointwiseConv(nn.Module):
       array = _array(part)
       rows = kernel[0, 0, start:start + array.shape[-1]].astype(array.dtype)
       if isinstance(part, Resized):
-        term = resize(product(array, rows), part.size, part.align_corners)[:, ::sh, ::sw]
+        term = part._replace(x=product(array, rows)).compute()[:, ::sh, ::sw]
       else:
         term = product(array[:, ::sh, ::sw], rows)
       out = term if out is None else out + term

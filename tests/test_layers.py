@@ -87,12 +87,21 @@ def test_pointwise_conv_of_parts_is_the_conv_of_their_concatenation(stride):
     (((3, (7, 9)), (4, (3, 4)), (2, (19, 23))), (19, 23), 3, 2, 2, 2, True),
     (((3, (7, 9)), (4, (3, 4))), (16, 20), 3, 1, 0, 1, False),
     (((6, (16, 20)), (3, (8, 10))), (16, 20), 1, 2, 0, 1, True),
-    (((3, (4, 5)), (4, (16, 20))), (16, 20), 1, 1, 0, 1, False)])
+    (((3, (4, 5)), (4, (16, 20))), (16, 20), 1, 1, 0, 1, False),
+    # align_corners=None: mode='nearest' (STDC's and BiSeNetV1's context paths).
+    (((4, (8, 10)), (3, (16, 20))), (16, 20), 3, 1, 1, 1, None),
+    (((3, (5, 7)),), (15, 21), 3, 1, 2, 2, None),
+    (((3, (4, 5)), (2, (1, 1))), (8, 10), 5, 1, 2, 1, None),
+    (((3, (6, 7)), (2, (16, 20))), (16, 20), 3, 1, 1, 1, None),
+    (((3, (8, 10)),), (16, 20), 3, 2, 1, 1, None),
+    (((3, (8, 10)),), (16, 20), 1, 1, 0, 1, None)])
 def test_conv_of_resized_parts_is_the_conv_of_their_concatenation(sizes, out_hw, k, stride, padding,
                                                                     dilation, align_corners):
-  """mmseg's heads resize maps, concatenate them and convolve (UPerHead, PSPHead, SegformerHead):
-  a list of parts, some ``Resized``, gives F.conv2d of F.interpolate'd, concatenated maps, with
-  the same parameters; and the gradient of every input and of the kernel."""
+  """mmseg's heads resize maps, concatenate them and convolve (UPerHead, PSPHead, SegformerHead,
+  STDC's context path): a list of parts, some ``Resized``, gives F.conv2d of F.interpolate'd,
+  concatenated maps, with the same parameters; and the gradient of every input and of the
+  kernel."""
+  nearest = align_corners is None
   rng = np.random.default_rng(11)
   parts = [rng.normal(size=(2, c, *hw)) for c, hw in sizes]
   channels = sum(c for c, _ in sizes)
@@ -100,8 +109,9 @@ def test_conv_of_resized_parts_is_the_conv_of_their_concatenation(sizes, out_hw,
   cot = None
 
   def torch_conv(parts_t, w_t):
-    up = [p if p.shape[2:] == out_hw else F.interpolate(p, size=out_hw, mode="bilinear",
-                                                        align_corners=align_corners) for p in parts_t]
+    up = [p if p.shape[2:] == out_hw else
+          F.interpolate(p, size=out_hw, mode="nearest") if nearest else
+          F.interpolate(p, size=out_hw, mode="bilinear", align_corners=align_corners) for p in parts_t]
     return F.conv2d(torch.cat(up, 1), w_t, None, stride=stride, padding=padding, dilation=dilation)
 
   parts_t = [torch.from_numpy(p).requires_grad_() for p in parts]
@@ -111,7 +121,9 @@ def test_conv_of_resized_parts_is_the_conv_of_their_concatenation(sizes, out_hw,
   (ref * torch.from_numpy(cot)).sum().backward()
 
   conv = layers.conv2d(7, k, stride, padding, dilation, use_bias=False, parts=True)
-  as_parts = lambda xs: [x if x.shape[1:3] == out_hw else layers.Resized(x, out_hw, align_corners) for x in xs]
+  resized = (lambda x: layers.Resized(x, out_hw, mode="nearest")) if nearest else (
+      lambda x: layers.Resized(x, out_hw, align_corners))
+  as_parts = lambda xs: [x if x.shape[1:3] == out_hw else resized(x) for x in xs]
   nhwc = [jnp.asarray(p.transpose(0, 2, 3, 1), jnp.float32) for p in parts]
   assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(0), as_parts(nhwc))) == \
       {"params": {"kernel": (k, k, channels, 7)}}
@@ -140,6 +152,18 @@ def test_conv_of_resized_parts_takes_the_product_first_only_where_cheaper():
                                      (1, 1)))(jnp.zeros((1, hw, hw, 64))).eqns}
   assert "conv_general_dilated" not in primitives(8)
   assert "conv_general_dilated" in primitives(32)
+
+
+def test_conv_of_nearest_upsampling_runs_at_the_input_size():
+  """After a 2x nearest upsampling a 3x3 convolution is four 2x2 convolutions of the input (one
+  per output phase) and none at the upsampled size."""
+  kernel = jnp.zeros((3, 3, 64, 32))
+  convs = [e for e in jax.make_jaxpr(
+      lambda x: layers._conv_resized(layers.Resized(x, (32, 32), mode="nearest"), kernel, (1, 1),
+                                     ((1, 1), (1, 1)), (1, 1)))(jnp.zeros((1, 16, 16, 64))).eqns
+           if e.primitive.name == "conv_general_dilated"]
+  assert [(e.invars[0].aval.shape, e.invars[1].aval.shape) for e in convs] == \
+      [((1, 16, 16, 64), (2, 2, 64, 32))] * 4
 
 
 def test_grouped_conv_names_channels_that_do_not_divide_into_groups():

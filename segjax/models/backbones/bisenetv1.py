@@ -77,11 +77,12 @@ class ContextPath(nn.Module):
     x_gap = layers.Indexed((lambda name: (lambda y, train: global_average(y)),
                             lambda name: conv_bn_relu(c, 1, name=name)), name="gap_conv")(x_32, train)
     x_32_sum = AttentionRefinementModule(c, name="arm32")(x_32, train) + x_gap
-    x_32_up = layers.resize_nearest(x_32_sum, x_16.shape[1:3])
-    x_32_up = conv_bn_relu(c, 3, 1, 1, name="conv_head32")(x_32_up, train)
+    # Each 3x3 conv of a nearest upsampling is computed at the input's size (layers.Resized).
+    x_32_up = layers.Resized(x_32_sum, x_16.shape[1:3], mode="nearest")
+    x_32_up = conv_bn_relu(c, 3, 1, 1, name="conv_head32")([x_32_up], train)
     x_16_sum = AttentionRefinementModule(c, name="arm16")(x_16, train) + x_32_up
-    x_16_up = layers.resize_nearest(x_16_sum, x_8.shape[1:3])
-    x_16_up = conv_bn_relu(c, 3, 1, 1, name="conv_head16")(x_16_up, train)
+    x_16_up = layers.Resized(x_16_sum, x_8.shape[1:3], mode="nearest")
+    x_16_up = conv_bn_relu(c, 3, 1, 1, name="conv_head16")([x_16_up], train)
     return x_16_up, x_32_up
 
 

@@ -25,6 +25,9 @@ class STDCModule(nn.Module):
   concatenated ('cat': the 1x1 output replaced by its 3x3/2 average pool when downsampling) or
   concatenated and added to the input ('add': the input through ``skip`` when downsampling).
 
+  A 'cat' module returns the parts of its concatenation, a list, which the next module's 1x1
+  conv takes as they are (``layers.PointwiseConv``); its input may be such a list.
+
   In 'add' mode with stride 2 mmseg registers its ``downsample`` conv twice (as ``downsample``
   and as ``layers.0.1``); segjax holds it once, as ``downsample``, and its checkpoint rules
   skip the ``layers.0.1`` copy.
@@ -57,6 +60,7 @@ class STDCModule(nn.Module):
                                      norm_cfg=self.norm_cfg, act_cfg=self.act_cfg))
     stack = layers.NamedChildren(name="layers")
     if self.fusion_type == "add":
+      inputs = layers.concatenate_parts(inputs)
       if with_downsample:
         x = stack(0, functools.partial(layers.Indexed, (conv_0,)), inputs, train)  # layers.0.0
         x = downsample(x, train)
@@ -80,7 +84,7 @@ class STDCModule(nn.Module):
       outs.append(x)
     if with_downsample:
       outs[0] = layers.avg_pool_3x3_s2(x0)
-    return jnp.concatenate(outs, -1)
+    return outs
 
 
 class FeatureFusionModule(nn.Module):
@@ -95,10 +99,14 @@ class FeatureFusionModule(nn.Module):
   @nn.compact
   def __call__(self, spatial, context, train: bool = False):
     act = dict(self.act_cfg or layers.RELU)
-    x = jnp.concatenate([spatial, context], -1)
-    layers.check_in_channels(x, self.in_channels, "STDC FeatureFusionModule (ffm_cfg.in_channels)")
+    channels = spatial.shape[-1] + context.shape[-1]
+    if channels != self.in_channels:
+      raise ValueError(f"STDC FeatureFusionModule (ffm_cfg.in_channels): in_channels={self.in_channels} in "
+                       f"the config but the input has {channels} channels ({spatial.shape[-1]} spatial "
+                       f"+ {context.shape[-1]} context)")
+    # The 1x1 conv of the concatenation, as the sum of its parts' products (layers.PointwiseConv).
     x = layers.conv_module(self.out_channels, 1, norm_cfg=dict(self.norm_cfg or BN), act_cfg=act,
-                           name="conv0")(x, train)
+                           name="conv0")([spatial, context], train)
     attn = layers.Indexed(
         (lambda name: (lambda y, train: jnp.mean(y, axis=(1, 2), keepdims=True)),
          functools.partial(layers.conv_module, self.out_channels // self.scale_factor, 1,
@@ -127,7 +135,7 @@ class STDCModules(nn.Module):
     for j, stride in enumerate(self.strides):
       x = STDCModule(self.out_channels, stride, self.norm_cfg, self.act_cfg, self.num_convs,
                      self.fusion_type, name=str(j))(x, train)
-    return x
+    return layers.concatenate_parts(x)
 
 
 # In 'add' fusion mmseg saves each downsampling module's conv twice; segjax keeps ``downsample``.
@@ -214,12 +222,10 @@ class STDCNet(nn.Module):
     return outs
 
 
-def _resize(x, size, mode, align_corners):
-  if mode == "nearest":
-    return layers.resize_nearest(x, size)
-  if mode == "bilinear":
-    return layers.resize(x, size, bool(align_corners))
-  raise ValueError(f"STDCContextPathNet: upsample_mode={mode!r}; expected 'nearest' or 'bilinear'")
+def _resized(x, size, mode, align_corners) -> layers.Resized:
+  if mode not in ("nearest", "bilinear"):
+    raise ValueError(f"STDCContextPathNet: upsample_mode={mode!r}; expected 'nearest' or 'bilinear'")
+  return layers.Resized(x, tuple(size), bool(align_corners), mode)
 
 
 class STDCContextPathNet(nn.Module):
@@ -257,16 +263,17 @@ class STDCContextPathNet(nn.Module):
                        f"last_in_channels={tuple(self.last_in_channels)} needs {len(self.last_in_channels) + 1}")
     avg = jnp.mean(outs[-1], axis=(1, 2), keepdims=True)
     avg_feat = layers.conv_module(self.out_channels, 1, norm_cfg=norm_cfg, name="conv_avg")(avg, train)
-    feature_up = _resize(avg_feat, outs[-1].shape[1:3], self.upsample_mode, self.align_corners)
+    feature_up = _resized(avg_feat, outs[-1].shape[1:3], self.upsample_mode, self.align_corners).compute()
     arms, convs = layers.NamedChildren(name="arms"), layers.NamedChildren(name="convs")
     arms_out = []
     for i, channels in enumerate(self.last_in_channels):
       feat = outs[len(outs) - 1 - i]
       layers.check_in_channels(feat, channels, f"STDCContextPathNet last_in_channels[{i}]")
       x_arm = arms(i, functools.partial(AttentionRefinementModule, self.out_channels), feat, train) + feature_up
-      feature_up = _resize(x_arm, outs[len(outs) - 2 - i].shape[1:3], self.upsample_mode, self.align_corners)
+      # The 3x3 conv of the upsampled map is computed at x_arm's size (layers.Resized).
+      feature_up = _resized(x_arm, outs[len(outs) - 2 - i].shape[1:3], self.upsample_mode, self.align_corners)
       feature_up = convs(i, functools.partial(layers.conv_module, self.out_channels, 3, 1, 1,
-                                              norm_cfg=norm_cfg), feature_up, train)
+                                              norm_cfg=norm_cfg), [feature_up], train)
       arms_out.append(feature_up)
     feat_fuse = FeatureFusionModule(**ffm_cfg, name="ffm")(outs[0], arms_out[1], train)
     return [outs[0], *arms_out, feat_fuse]
