@@ -71,6 +71,18 @@ def _cpu_accepts(name: str) -> bool:
   return True
 
 
+# Options of a program compiled to run once on small inputs (random initialisation, the tests'
+# checks): XLA's optimisations would take most of its time, and change rounding only. With
+# ``memory_options()`` (the older fusion emitters) such compiles also take 25-40% less time
+# (HRNet's small backward pass 8.4-10.5 -> 5.5-7.3 s, experiments/bench/README.md).
+UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def unoptimised_options() -> dict:
+  """``compiler_options`` of a program that runs once: ``UNOPTIMISED`` and ``memory_options()``."""
+  return {**UNOPTIMISED, **memory_options()}
+
+
 def compile_and_trim(jitted, *args):
   """Compile ``jitted`` for ``args`` (``jax.jit``'s cache keeps the executable, so the next call
   with such arguments runs it), then return the heap the compiler freed to the OS.

@@ -14,6 +14,15 @@ ORACLE = os.path.join(SHARED, "oracle")
 FIXTURES = os.path.join(SHARED, "fixtures", "mmseg_testdata")
 
 
+def fast_jit(fun, **kwargs):
+  """``jax.jit`` for a check that runs once on tiny inputs: compiled without XLA's optimisations
+  (``xla_flags.unoptimised_options``), since optimising compiles, or op-by-op dispatch of a deep
+  network's thousands of operations, would take most of the test's time."""
+  import jax
+  from segjax import xla_flags
+  return jax.jit(fun, compiler_options=xla_flags.unoptimised_options(), **kwargs)
+
+
 def require(path):
   if not os.path.exists(path):
     pytest.skip(f"{path} not available")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ORACLE, require
+from segjax import xla_flags
 from segjax.convert import CheckpointMismatchError, convert_checkpoint, convert_state_dict, load_torch_checkpoint
 from segjax.models import build_segmentor
 from segjax.models.heads.point_head import given_points
@@ -144,7 +145,7 @@ def float64_noise_floor(d, model):
 
 # The test programs run once on tiny inputs: compile them for compile time (XLA's optimisations
 # would take most of each case's time; they change rounding only, which the floors cover).
-UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+UNOPTIMISED = xla_flags.unoptimised_options()
 
 
 def outputs_and_training_losses(model, variables, x, img, labels, extra):

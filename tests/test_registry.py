@@ -2,14 +2,13 @@
 model tests: every registered class builds from its ``TINY`` config, runs forward, and gives a
 gradient to every parameter; every head's training losses carry mmseg's names. A new family is
 tested here the day its registry line lands."""
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import fast_jit
 from segjax import losses
 from segjax.models import BACKBONES, HEADS, NECKS, build_module
 from segjax.models.heads.decode_head import BaseCascadeDecodeHead, BaseDecodeHead
@@ -35,12 +34,6 @@ def pyramid(cls=None, seed=0, batch=2):
 def without_gradient(grads):
   return [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads)
           if not np.any(np.asarray(g))]
-
-
-# Each check is one jitted program compiled without XLA's optimisations: the inputs are tiny, so
-# op-by-op dispatch (thousands of ops for a deep backbone) and optimised compiles would dominate.
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
-                                                        "xla_llvm_disable_expensive_passes": True})
 
 
 def build(table, name, kind):

@@ -213,12 +213,9 @@ def build_segmentor(model_cfg) -> nn.Module:
 # the ~15 s an optimised compile of 300 threefry initialisers needs (op-by-op it was ~25 s and
 # left ~0.4 GB of freed compile memory in the process). Values equal the op-by-op init's to
 # within 2.4e-7 (rounding in the normal sampler's transform; the random bits are the same).
-_UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
 def init_compiler_options() -> dict:
-  """``compiler_options`` of jitted initialisation: unoptimised, memory-minimising order."""
-  return {**_UNOPTIMISED, **xla_flags.memory_options()}
+  """``compiler_options`` of jitted initialisation (``xla_flags.unoptimised_options``)."""
+  return xla_flags.unoptimised_options()
 
 
 def init_variables(model: nn.Module, rng: jax.Array, num_channels: int = 3) -> dict:
