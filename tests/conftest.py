@@ -1,7 +1,10 @@
 """Shared fixtures. ``ORACLE``/``FIXTURES`` point at ../shared (outputs of the real MMSegmentation);
 tests that need them skip when the folder is absent."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -9,6 +12,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 # Tools the tests start as subprocesses print a Python stack if they crash in native code.
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+# One JAX compilation cache per test session, shared by the workers and by the runs tests start
+# as subprocesses: the same tiny training program, compiled by the first run (an unbroken run,
+# then its killed and resumed twins, the CLI runs), is loaded by the rest. A fresh directory, so
+# a session's time does not depend on earlier sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="segjax-tests-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 SHARED = os.environ.get("SEGJAX_SHARED", os.path.join(ROOT, "..", "shared"))
 ORACLE = os.path.join(SHARED, "oracle")
 FIXTURES = os.path.join(SHARED, "fixtures", "mmseg_testdata")
