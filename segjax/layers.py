@@ -530,6 +530,55 @@ class PointwiseConv(nn.Module):
     return out
 
 
+def _transpose_phases(in_size: int, taps: int, stride: int, pad: int, output_padding: int):
+  """Per output phase r of a transposed convolution along one axis (outputs s*m + r): the taps
+  it reads, ordered by the input offset d each reads (output m takes input m + d), the input's
+  padding (before, after) for those offsets, and the phase's length; and the output length."""
+  out_size = (in_size - 1) * stride - 2 * pad + taps + output_padding
+  phases = []
+  for r in range(stride):
+    length = -(-(out_size - r) // stride)
+    used = [t for t in range(taps) if (r + pad - t) % stride == 0]
+    offsets = [(r + pad - t) // stride for t in used]
+    order = np.argsort(offsets)
+    used, offsets = [used[i] for i in order], [offsets[i] for i in order]
+    phases.append((used, (-offsets[0], length - in_size + offsets[-1]) if used else None, length))
+  return phases, out_size
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int = 0,
+                   output_padding: int = 0) -> jax.Array:
+  """``F.conv_transpose2d`` of NHWC ``x`` (no bias, no groups, no dilation); ``kernel`` is
+  PyTorch's (in, out, kh, kw) weight as the converter lays out every kernel: (kh, kw, out, in).
+
+  Computed by output phase: output (s*m + r, s*n + q) takes only the taps t with
+  t = r + padding (mod s), each from input m + (r + padding - t) / s, so each of the s^2 phases
+  is a small stride-1 convolution of the input itself; the phases are then interleaved. The
+  convolution of the stride-dilated input, as the definition reads, multiplies s^2 times as
+  many zeros (ERFNet's 3x3 stride-2 upsamplers: 10.8 and 11.3 ms as that, experiments/bench/README.md).
+  """
+  n, h, w, _ = x.shape
+  kh, kw, out_channels, _ = kernel.shape
+  along_h, out_h = _transpose_phases(h, kh, stride, padding, output_padding)
+  along_w, out_w = _transpose_phases(w, kw, stride, padding, output_padding)
+  rows = []
+  for taps_h, pad_h, len_h in along_h:
+    row = []
+    for taps_w, pad_w, len_w in along_w:
+      if pad_h is None or pad_w is None:  # a kernel smaller than the stride misses this phase
+        row.append(jnp.zeros((n, len_h, len_w, out_channels), x.dtype))
+        continue
+      rhs = kernel[np.asarray(taps_h)][:, np.asarray(taps_w)].transpose(0, 1, 3, 2).astype(x.dtype)
+      row.append(_conv_nhwc(x, rhs, (1, 1), (pad_h, pad_w), (1, 1)))
+    rows.append(row)
+  # Interleave: phases shorter than the longest (an output size that is no multiple of s) are
+  # padded by one and the interleaved result cut to size.
+  full_h, full_w = along_h[0][2], along_w[0][2]
+  grid = jnp.stack([jnp.stack([jnp.pad(p, ((0, 0), (0, full_h - p.shape[1]), (0, full_w - p.shape[2]), (0, 0)))
+                               for p in row], 3) for row in rows], 2)  # (n, full_h, s, full_w, s, o)
+  return grid.reshape(n, full_h * stride, full_w * stride, out_channels)[:, :out_h, :out_w]
+
+
 def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
            use_bias=True, name=None, kernel_init=kaiming_fan_out, parts=False):
   """``nn.Conv2d`` with PyTorch's explicit symmetric padding.

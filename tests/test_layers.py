@@ -166,6 +166,38 @@ def test_conv_of_nearest_upsampling_runs_at_the_input_size():
       [((1, 16, 16, 64), (2, 2, 64, 32))] * 4
 
 
+@pytest.mark.parametrize("k,stride,padding,output_padding,hw", [
+    (3, 2, 1, 1, (5, 7)),   # ERFNet's upsampler
+    (4, 2, 1, 0, (5, 6)),   # UNet's DeconvModule
+    (2, 2, 0, 0, (3, 4)),
+    (3, 1, 1, 0, (5, 7)),
+    (5, 3, 2, 1, (4, 5)),   # phases of unequal length
+    (1, 2, 0, 1, (3, 4)),   # a kernel smaller than the stride: zero phases
+    (3, 2, 0, 0, (1, 2))])
+def test_conv_transpose_and_its_gradients_match_torch(k, stride, padding, output_padding, hw):
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(2, 5, *hw))
+  w = rng.normal(size=(5, 3, k, k))  # PyTorch's (in, out, kh, kw)
+  x_t, w_t = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+  ref = F.conv_transpose2d(x_t, w_t, None, stride, padding, output_padding)
+  cot = rng.normal(size=ref.shape)
+  (ref * torch.from_numpy(cot)).sum().backward()
+
+  def loss(x, kernel):
+    out = layers.conv_transpose(x, kernel, stride, padding, output_padding)
+    return (out * jnp.asarray(cot.transpose(0, 2, 3, 1), jnp.float32)).sum(), out
+
+  (_, out), (d_x, d_kernel) = jax.value_and_grad(loss, (0, 1), has_aux=True)(
+      jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32), jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float32))
+  want = ref.detach().numpy().transpose(0, 2, 3, 1)
+  assert out.shape == want.shape
+  np.testing.assert_allclose(np.asarray(out), want, atol=2e-6 * np.abs(want).max())
+  np.testing.assert_allclose(np.asarray(d_x), x_t.grad.numpy().transpose(0, 2, 3, 1),
+                             atol=2e-6 * np.abs(x_t.grad.numpy()).max())
+  np.testing.assert_allclose(np.asarray(d_kernel), w_t.grad.numpy().transpose(2, 3, 1, 0),
+                             atol=2e-6 * np.abs(w_t.grad.numpy()).max())
+
+
 def test_grouped_conv_names_channels_that_do_not_divide_into_groups():
   conv = layers.conv2d(16, 3, padding=1, groups=8)
   with pytest.raises(ValueError, match=r"input channels \(12\).*groups=8"):

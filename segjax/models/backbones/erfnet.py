@@ -13,7 +13,6 @@ import functools
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from segjax import layers
@@ -79,9 +78,7 @@ class ConvTranspose2d(nn.Module):
   """``nn.ConvTranspose2d(kernel_size, stride, padding, output_padding)`` with bias.
 
   The kernel is stored as the converter lays out PyTorch's (in, out, kh, kw) weight:
-  (kh, kw, out, in); the transposed convolution is a convolution of the input dilated by the
-  stride with that kernel flipped, padded (k - 1 - padding) before and that plus
-  ``output_padding`` after.
+  (kh, kw, out, in) (``layers.conv_transpose``).
   """
   features: int
   kernel_size: int = 3
@@ -94,12 +91,7 @@ class ConvTranspose2d(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", layers.kaiming_fan_out, (k, k, self.features, x.shape[-1]), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    lo = k - 1 - self.padding
-    hi = lo + self.output_padding
-    rhs = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).astype(x.dtype)
-    out = jax.lax.conv_general_dilated(x, rhs, (1, 1), ((lo, hi), (lo, hi)),
-                                       lhs_dilation=(self.stride, self.stride),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out = layers.conv_transpose(x, kernel, self.stride, self.padding, self.output_padding)
     return out + bias.astype(x.dtype)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from segjax import layers
@@ -74,9 +73,8 @@ class InterpConv(nn.Module):
 
 
 class ConvTranspose(nn.Module):
-  """``nn.ConvTranspose2d`` (no output padding, no groups): a stride-dilated input convolved with
-  the spatially flipped kernel. ``kernel`` holds PyTorch's (in, out, kh, kw) weight as the
-  converter lays out every kernel: (kh, kw, out, in)."""
+  """``nn.ConvTranspose2d`` (no output padding, no groups; ``layers.conv_transpose``). ``kernel``
+  holds PyTorch's (in, out, kh, kw) weight as the converter lays out every kernel: (kh, kw, out, in)."""
   features: int
   kernel_size: int
   stride: int
@@ -90,12 +88,7 @@ class ConvTranspose(nn.Module):
                                                                    in_axis=2, out_axis=3),
                         (k, k, self.features, x.shape[-1]), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    rhs = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).astype(x.dtype)
-    pad = k - 1 - self.padding
-    out = jax.lax.conv_general_dilated(x, rhs, (1, 1), ((pad, pad), (pad, pad)),
-                                       lhs_dilation=(self.stride, self.stride),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return out + bias.astype(x.dtype)
+    return layers.conv_transpose(x, kernel, self.stride, self.padding) + bias.astype(x.dtype)
 
 
 class DeconvModule(nn.Module):
