@@ -555,7 +555,8 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int = 
   t = r + padding (mod s), each from input m + (r + padding - t) / s, so each of the s^2 phases
   is a small stride-1 convolution of the input itself; the phases are then interleaved. The
   convolution of the stride-dilated input, as the definition reads, multiplies s^2 times as
-  many zeros (ERFNet's 3x3 stride-2 upsamplers: 10.8 and 11.3 ms as that, experiments/bench/README.md).
+  many zeros (ERFNet's two 3x3 stride-2 upsamplers: 10.7 + 13.2 ms so, 8.0 + 6.5 ms by phase;
+  experiments/bench/README.md).
   """
   n, h, w, _ = x.shape
   kh, kw, out_channels, _ = kernel.shape
