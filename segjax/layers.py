@@ -440,9 +440,19 @@ def _conv_nearest_phases(part: Resized, kernel, strides, padding, dilation):
                                 jnp.asarray(combine_w, kernel.dtype), kernel,
                                 precision=jax.lax.Precision.HIGHEST)
       row.append(_conv_nhwc(x, phase_kernel, (1, 1), (pad_h, pad_w), (1, 1)))
-    rows.append(jnp.stack(row, 3))  # (n, h, w, s_w, o)
-  n, h, w, s_w, o = rows[0].shape
-  return jnp.stack(rows, 2).reshape(n, h * len(rows), w * s_w, o)
+    rows.append(row)
+  return _interleave_phases(rows, tuple(part.size))
+
+
+def _interleave_phases(rows, size) -> jax.Array:
+  """The NHWC map of ``size`` whose pixel (s_h*m + r, s_w*n + q) is pixel (m, n) of
+  ``rows[r][q]``. Phases shorter than the first (an output size that is no multiple of s) are
+  padded by one and the interleaved result cut to size."""
+  n, full_h, full_w, channels = rows[0][0].shape
+  s_h, s_w = len(rows), len(rows[0])
+  pad = lambda p: jnp.pad(p, ((0, 0), (0, full_h - p.shape[1]), (0, full_w - p.shape[2]), (0, 0)))
+  grid = jnp.stack([jnp.stack([pad(p) for p in row], 3) for row in rows], 2)  # (n, full_h, s_h, full_w, s_w, c)
+  return grid.reshape(n, full_h * s_h, full_w * s_w, channels)[:, :size[0], :size[1]]
 
 
 class ConcatConv(nn.Module):
@@ -572,12 +582,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int = 
       rhs = kernel[np.asarray(taps_h)][:, np.asarray(taps_w)].transpose(0, 1, 3, 2).astype(x.dtype)
       row.append(_conv_nhwc(x, rhs, (1, 1), (pad_h, pad_w), (1, 1)))
     rows.append(row)
-  # Interleave: phases shorter than the longest (an output size that is no multiple of s) are
-  # padded by one and the interleaved result cut to size.
-  full_h, full_w = along_h[0][2], along_w[0][2]
-  grid = jnp.stack([jnp.stack([jnp.pad(p, ((0, 0), (0, full_h - p.shape[1]), (0, full_w - p.shape[2]), (0, 0)))
-                               for p in row], 3) for row in rows], 2)  # (n, full_h, s, full_w, s, o)
-  return grid.reshape(n, full_h * stride, full_w * stride, out_channels)[:, :out_h, :out_w]
+  return _interleave_phases(rows, (out_h, out_w))
 
 
 def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,

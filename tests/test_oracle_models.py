@@ -10,8 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ORACLE, require
-from segjax import xla_flags
+from conftest import ORACLE, fast_jit, require
 from segjax.convert import CheckpointMismatchError, convert_checkpoint, convert_state_dict, load_torch_checkpoint
 from segjax.models import build_segmentor
 from segjax.models.heads.point_head import given_points
@@ -130,7 +129,7 @@ def float64_noise_floor(d, model):
   variables = convert_checkpoint(os.path.join(d, "model.pth"), model, x.shape)
   img, labels, extra = training_batch(d)
   with jax.enable_x64(True):
-    run64 = jax.jit(functools.partial(outputs_and_training_losses, model), compiler_options=UNOPTIMISED)
+    run64 = fast_jit(functools.partial(outputs_and_training_losses, model))
     v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
     x64, img64 = x.astype(np.float64), img.astype(np.float64)
     exact, exact_losses = jax.tree.map(np.asarray, run64(v64, x64, img64, labels, extra))
@@ -143,9 +142,9 @@ def float64_noise_floor(d, model):
   return variables, x, exact, exact_losses, noise
 
 
-# The test programs run once on tiny inputs: compile them for compile time (XLA's optimisations
-# would take most of each case's time; they change rounding only, which the floors cover).
-UNOPTIMISED = xla_flags.unoptimised_options()
+# The test programs run once on tiny inputs: ``fast_jit`` compiles them for compile time (XLA's
+# optimisations would take most of each case's time; they change rounding only, which the
+# floors cover).
 
 
 def outputs_and_training_losses(model, variables, x, img, labels, extra):
@@ -160,9 +159,8 @@ def case(request):
   d, model = build_case(request.param)
   variables, x, exact, exact_losses, noise = float64_noise_floor(d, model)
   batch = training_batch(d)
-  out, train_losses = jax.tree.map(np.asarray, jax.jit(
-      functools.partial(outputs_and_training_losses, model), compiler_options=UNOPTIMISED)(
-          variables, x, *batch))
+  out, train_losses = jax.tree.map(np.asarray, fast_jit(
+      functools.partial(outputs_and_training_losses, model))(variables, x, *batch))
   tolerance = {k: max(NOISE_MULTIPLE * n, FLOAT32_MULTIPLE * float(np.abs(out[k] - exact[k]).max()))
                for k, n in noise.items()}
   return d, model, variables, out, exact, tolerance, batch, train_losses, exact_losses
@@ -241,8 +239,7 @@ def flippable_pixels(model, variables, img, labels, logit_tolerance):
   labels as the losses resize them) within the logits' noise tolerance: float32 rounding may
   change their argmax, so acc_seg may differ by that many pixels and no more."""
   from segjax import layers
-  out, _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
-                   compiler_options=UNOPTIMISED)(variables, img)
+  out, _ = fast_jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, img)
   heads = [out["decode"], *out["aux"], *out.get("stages", [])]
   worst = 0
   for logits in heads:
