@@ -178,7 +178,7 @@ def _tap_range(size, out_size, offset, stride):
 
 
 # A stride-1 conv whose padded input is at most this much larger than its input pads it first.
-PAD_FIRST_MAX_GROWTH = 1.25
+PAD_FIRST_MAX_GROWTH = 1.5
 
 
 def _depthwise_taps(x, kernel, padding, strides, dilation):
@@ -187,9 +187,11 @@ def _depthwise_taps(x, kernel, padding, strides, dilation):
 
   With a small stride-1 padding, xp is made and the taps are plain slices of it: a tap padded to
   the output tests every element against its borders, which made Fast-SCNN's and MobileNet's
-  3x3 convs twice as slow (experiments/bench/README.md). Otherwise xp is not made: each tap is a
-  slice of x, zero-padded to the output (XLA fuses the pads into the sum, reading x in place), so
-  that DeepLabV3+'s dilation-36 branch does not copy its 2048-channel input at 2.2x its size."""
+  3x3 convs twice as slow, and with XLA's MLIR emitters MobileNetV3's dilation-4 5x5 ones (input
+  padded to 1.41x its area) 3.4x as slow (experiments/bench/README.md). Otherwise xp is not made:
+  each tap is a slice of x, zero-padded to the output (XLA fuses the pads into the sum, reading x
+  in place), so that DeepLabV3+'s dilation-36 branch does not copy its 2048-channel input at 2.2x
+  its size."""
   (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
   (pt, pb), (pl, pr) = padding
   height, width = x.shape[1:3]

@@ -10,7 +10,8 @@ Eigen's products on the Intel host. experiments/bench/README.md records each set
 user already set in ``XLA_FLAGS`` is never overridden; the flags have no effect on GPU/TPU
 backends. Set ``SEGJAX_NO_XLA_DEFAULTS=1`` to run with XLA's own defaults.
 
-Inference, evaluation and initialisation programs are also compiled with ``memory_options()``
+Inference and evaluation programs are also compiled with ``memory_options()``, programs that
+run once on small inputs (random initialisation, the tests' checks) with ``unoptimised_options()``
 (per ``jax.jit``, so the train step keeps XLA's defaults). ``compile_and_trim`` compiles a
 program before its first run and hands the heap the compiler freed back to the OS.
 """
@@ -31,17 +32,22 @@ def apply_defaults() -> None:
 
 
 # Per-jit compiler options for programs that run with their parameters already in memory.
-# - XLA's CPU scheduler by default orders for concurrency: for DeepLabV3+ inference it evaluated
-#   the three dilated ASPP depthwise convolutions (and two copies of layer4's output) before their
-#   pointwise convolutions, XLA temp 582 -> 416 MB with the memory-minimising order, peak RSS
-#   1.47-1.55 -> 1.23-1.34 GB at the same speed; DeepLabV3+'s random init temp 306 -> 135 MB.
-#   In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB).
-# - XLA's MLIR fusion emitters took ~0.45 GB while compiling Swin-T UPerNet's inference, the
-#   process's peak (the run's scratch and output are less); its older emitters take ~0.1 GB less
-#   for random init and ~0.2 GB less for the compile, at the same speed (Swin-T UPerNet, Fast-SCNN,
-#   STDC1, BiSeNetV2; experiments/bench/README.md).
-MEMORY_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
-                  "xla_cpu_use_fusion_emitters": False}
+# XLA's CPU scheduler by default orders for concurrency: for DeepLabV3+ inference it evaluated the
+# three dilated ASPP depthwise convolutions (and two copies of layer4's output) before their
+# pointwise convolutions, XLA temp 582 -> 416 MB with the memory-minimising order, peak RSS
+# 1.47-1.55 -> 1.23-1.34 GB at the same speed; DeepLabV3+'s random init temp 306 -> 135 MB.
+# In the train step that order cost memory (DeepLabV3+ temp 3.6 -> 4.1 GB).
+MEMORY_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+# Options of a program compiled to run once on small inputs (random initialisation, the tests'
+# checks): XLA's optimisations would take most of its time, and change rounding only. XLA's older
+# fusion emitters compile such programs 25-40% faster (HRNet's small backward pass 8.4-10.5 ->
+# 5.5-7.3 s) and with ~0.1 GB less memory (Swin-T UPerNet's random init). Inference keeps the
+# MLIR emitters, XLA's default: CGNet's elementwise fusions took 69 ms per image with the older
+# ones, 32 ms with these (CGNet 0.22 -> 0.17 s; experiments/bench/README.md).
+UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+OLDER_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
+
 # The XLA_FLAGS by which a user makes each choice instead.
 USER_CHOICES = {"xla_cpu_scheduler_type": ("--xla_cpu_scheduler_type",
                                            "--xla_cpu_enable_concurrency_optimized_scheduler"),
@@ -49,49 +55,55 @@ USER_CHOICES = {"xla_cpu_scheduler_type": ("--xla_cpu_scheduler_type",
 
 
 def memory_options() -> dict:
-  """``compiler_options`` for jitted inference, evaluation and init: each of ``MEMORY_OPTIONS``
-  that the CPU backend of this jaxlib has (jaxlib 0.8 lacks the scheduler option) and the user's
-  ``XLA_FLAGS`` do not choose; empty under ``SEGJAX_NO_XLA_DEFAULTS`` and on other backends."""
+  """``compiler_options`` for jitted inference and evaluation: ``MEMORY_OPTIONS`` unless
+  ``_cpu_defaults`` leaves them out."""
+  return _cpu_defaults(MEMORY_OPTIONS)
+
+
+def unoptimised_options() -> dict:
+  """``compiler_options`` of a program that runs once: ``UNOPTIMISED``, ``memory_options()`` and
+  the older fusion emitters unless ``_cpu_defaults`` leaves them out."""
+  return {**UNOPTIMISED, **memory_options(), **_cpu_defaults(OLDER_EMITTERS)}
+
+
+def _cpu_defaults(options: dict) -> dict:
+  """Each of ``options`` that the CPU backend of this jaxlib has (jaxlib 0.8 lacks the scheduler
+  option) and the user's ``XLA_FLAGS`` do not choose; none under ``SEGJAX_NO_XLA_DEFAULTS`` and
+  on other backends."""
   if os.environ.get("SEGJAX_NO_XLA_DEFAULTS"):
     return {}
   flags = os.environ.get("XLA_FLAGS", "")
-  return {name: value for name, value in MEMORY_OPTIONS.items()
-          if not any(flag in flags for flag in USER_CHOICES[name]) and _cpu_accepts(name)}
+  return {name: value for name, value in options.items()
+          if not any(flag in flags for flag in USER_CHOICES[name]) and _cpu_accepts(name, value)}
 
 
 @functools.cache
-def _cpu_accepts(name: str) -> bool:
+def _cpu_accepts(name: str, value) -> bool:
   import jax  # here: apply_defaults must run before jax is imported
   if jax.default_backend() != "cpu":
     return False
   try:  # XLA rejects an option its DebugOptions lack ("No such compile option")
-    jax.jit(lambda x: x + 1, compiler_options={name: MEMORY_OPTIONS[name]}).lower(0.0).compile()
+    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(0.0).compile()
   except RuntimeError:
     return False
   return True
-
-
-# Options of a program compiled to run once on small inputs (random initialisation, the tests'
-# checks): XLA's optimisations would take most of its time, and change rounding only. With
-# ``memory_options()`` (the older fusion emitters) such compiles also take 25-40% less time
-# (HRNet's small backward pass 8.4-10.5 -> 5.5-7.3 s, experiments/bench/README.md).
-UNOPTIMISED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def unoptimised_options() -> dict:
-  """``compiler_options`` of a program that runs once: ``UNOPTIMISED`` and ``memory_options()``."""
-  return {**UNOPTIMISED, **memory_options()}
 
 
 def compile_and_trim(jitted, *args):
   """Compile ``jitted`` for ``args`` (``jax.jit``'s cache keeps the executable, so the next call
   with such arguments runs it), then return the heap the compiler freed to the OS.
 
+  The compile waits for ``args``: the program still computing them (random initialisation, run
+  asynchronously) would otherwise hold its scratch memory beside the compiler's. Swin-T UPerNet's
+  inference after random init: peak RSS 1.13 -> 1.02 GB (experiments/bench/README.md).
+
   XLA's compiler leaves hundreds of MB of freed, fragmented heap with glibc's malloc, and a run's
   scratch buffer, one block of hundreds of MB, is mapped anew beside it: peak RSS of DeepLabV3+
   inference 1.29 -> 1.11 GB, of its train step 5.27 -> 4.79 GB (experiments/bench/README.md).
   Trimming is glibc's ``malloc_trim(0)``; elsewhere (no such function) only the compile happens.
   """
+  import jax  # here: apply_defaults must run before jax is imported
+  jax.block_until_ready(args)
   compiled = jitted.lower(*args).compile()
   trim = _malloc_trim()
   if trim is not None:

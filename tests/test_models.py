@@ -215,11 +215,12 @@ def test_depthwise_training_holds_one_padded_buffer_not_two():
 
 
 def test_memory_options_evaluate_parallel_branches_one_at_a_time():
-  """Three dilated depthwise branches, each followed by a 1x1 product (DeepLabV3+'s ASPP): with
-  segjax's memory compiler options XLA finishes a branch before starting the next, so its
-  scratch memory holds one depthwise output and the three products (XLA's default order keeps
-  all three depthwise outputs: 3.25 MiB here against the bound of 1.75 MiB). Each option steps
-  aside for the user's own flag, all for SEGJAX_NO_XLA_DEFAULTS."""
+  """Three dilated depthwise branches, each followed by a 1x1 product (DeepLabV3+'s ASPP, its
+  dilations halved for a 32x32 map): with segjax's memory compiler options XLA finishes a branch
+  before starting the next, so its scratch memory holds one depthwise output and the three
+  products (XLA's default order keeps all three depthwise outputs: 3.25 MiB here against the
+  bound of 1.75 MiB). Each option steps aside for the user's own flag, all for
+  SEGJAX_NO_XLA_DEFAULTS; programs that run once also take XLA's older fusion emitters."""
   from segjax import layers, xla_flags
   options = xla_flags.memory_options()
   assert options == xla_flags.MEMORY_OPTIONS
@@ -229,7 +230,7 @@ def test_memory_options_evaluate_parallel_branches_one_at_a_time():
 
   def aspp_like(x, kernel, w):
     return jnp.concatenate([jax.nn.relu(layers.depthwise_conv(x, kernel, (1, 1), ((d, d), (d, d)), (d, d))) @ w
-                            for d in (2, 4, 6)], -1)
+                            for d in (6, 12, 18)], -1)
 
   temp = jax.jit(aspp_like, compiler_options=options).lower(x, kernel, w).compile() \
       .memory_analysis().temp_size_in_bytes
@@ -237,16 +238,20 @@ def test_memory_options_evaluate_parallel_branches_one_at_a_time():
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("XLA_FLAGS", "--xla_gpu_enable_latency_hiding_scheduler=true")  # not a CPU choice
     assert xla_flags.memory_options() == xla_flags.MEMORY_OPTIONS
-    emitters = {"xla_cpu_use_fusion_emitters": False}
+    assert xla_flags.unoptimised_options() == {**xla_flags.UNOPTIMISED, **xla_flags.MEMORY_OPTIONS,
+                                               "xla_cpu_use_fusion_emitters": False}
     patch.setenv("XLA_FLAGS", "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
-    assert xla_flags.memory_options() == emitters
+    assert xla_flags.memory_options() == {}
     patch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false")
-    assert xla_flags.memory_options() == emitters
+    assert xla_flags.memory_options() == {}
+    assert xla_flags.unoptimised_options() == {**xla_flags.UNOPTIMISED, "xla_cpu_use_fusion_emitters": False}
     patch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
-    assert xla_flags.memory_options() == {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+    assert xla_flags.memory_options() == xla_flags.MEMORY_OPTIONS
+    assert xla_flags.unoptimised_options() == {**xla_flags.UNOPTIMISED, **xla_flags.MEMORY_OPTIONS}
     patch.setenv("SEGJAX_NO_XLA_DEFAULTS", "1")
     patch.delenv("XLA_FLAGS")
     assert xla_flags.memory_options() == {}
+    assert xla_flags.unoptimised_options() == xla_flags.UNOPTIMISED
 
 
 def test_compile_and_trim_returns_freed_heap_to_the_os():
@@ -287,3 +292,17 @@ def test_compile_and_trim_returns_freed_heap_to_the_os():
   libc.free(pinned[0])
   assert released > 32 << 20, released
   np.testing.assert_array_equal(compiled(jnp.ones(3)), 2 * np.ones(3))
+
+
+def test_compile_and_trim_waits_for_its_arguments():
+  """Random init runs asynchronously; compiling the inference program while it still runs would
+  hold init's scratch memory beside the compiler's. compile_and_trim returns only once the
+  arguments exist (here a 200-step loop of 512x512 products, far longer than compiling x * 2)."""
+  from segjax import xla_flags
+
+  def slow(x):
+    return jax.lax.fori_loop(0, 200, lambda _, y: jnp.tanh(y @ y), x)
+
+  x = jax.jit(slow)(jnp.eye(512) * 0.5)
+  xla_flags.compile_and_trim(jax.jit(lambda y: y * 2), x)
+  assert x.is_ready()
