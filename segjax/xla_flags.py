@@ -95,7 +95,8 @@ def compile_and_trim(jitted, *args):
 
   The compile waits for ``args``: the program still computing them (random initialisation, run
   asynchronously) would otherwise hold its scratch memory beside the compiler's. Swin-T UPerNet's
-  inference after random init: peak RSS 1.13 -> 1.02 GB (experiments/bench/README.md).
+  inference after random init (experiments/bench/infer.py): peak RSS 1.12-1.15 -> 1.04-1.10 GB
+  (experiments/bench/README.md).
 
   XLA's compiler leaves hundreds of MB of freed, fragmented heap with glibc's malloc, and a run's
   scratch buffer, one block of hundreds of MB, is mapped anew beside it: peak RSS of DeepLabV3+
