@@ -502,6 +502,34 @@ def concatenate_parts(x) -> jax.Array:
   return jnp.concatenate([part.compute() if isinstance(part, Resized) else part for part in x], -1)
 
 
+def channel_product(x: jax.Array, rows: jax.Array) -> jax.Array:
+  """``x`` (..., C_in) times ``rows`` (C_in, C_out) over the channel axis."""
+  return jax.lax.dot_general(x, rows, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+@jax.custom_jvp
+def channel_product_in_place(x: jax.Array, rows: jax.Array) -> jax.Array:
+  """``channel_product`` of NHWC ``x`` written as a 1x1 convolution, so that the elementwise
+  operations producing ``x`` (a BatchNorm and ReLU) write over their own input.
+
+  XLA's CPU backend runs both forms as the same matrix product. For a dot it fuses the reshape
+  to 2-D into the elementwise producer, whose output then needs a buffer of its own; a 1x1
+  convolution becomes a dot only after fusion (ERFNet's FCN head at 512x1024: XLA temp 128 ->
+  72 MB, one 64 MB map less written and faulted in per image). Derivatives are products (the
+  rule below): XLA leaves the kernel gradient of a 1x1 convolution to Eigen's convolution, about
+  half as fast (experiments/bench/README.md).
+  """
+  return jax.lax.conv_general_dilated(x, rows[None, None], (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@channel_product_in_place.defjvp
+def _channel_product_in_place_jvp(primals, tangents):
+  (x, rows), (x_dot, rows_dot) = primals, tangents
+  return (channel_product_in_place(x, rows),
+          channel_product(x_dot, rows) + channel_product(x, rows_dot))
+
+
 class PointwiseConv(nn.Module):
   """Unpadded 1x1 ``nn.Conv2d`` as a matrix product over the channel axis.
 
@@ -509,6 +537,8 @@ class PointwiseConv(nn.Module):
   XLA's CPU backend runs a dot through YNNPACK's GEMM but a 1x1 convolution through Eigen's
   convolution, about half as fast forward and backward (experiments/bench/README.md). A stride
   is a strided slice first, which is what PyTorch's unpadded 1x1 convolution computes.
+  ``in_place``: ``channel_product_in_place`` (for a head's classifier, whose input is the
+  largest map of the head).
 
   ``x`` may be a list of parts (arrays or ``Resized``) standing for their concatenation along
   channels: the products of the parts with their rows of the kernel are summed and the
@@ -519,15 +549,16 @@ class PointwiseConv(nn.Module):
   strides: tuple
   use_bias: bool
   kernel_init: Any
+  in_place: bool = False
 
   @nn.compact
   def __call__(self, x):
+    product = channel_product_in_place if self.in_place else channel_product
     parts = list(x) if isinstance(x, list) else [x]
     channels = sum(_array(part).shape[-1] for part in parts)
     kernel = self.param("kernel", self.kernel_init, (1, 1, channels, self.features), jnp.float32)
     sh, sw = self.strides
     out, start = None, 0
-    product = lambda a, rows: jax.lax.dot_general(a, rows, (((a.ndim - 1,), (0,)), ((), ())))
     for part in parts:
       array = _array(part)
       rows = kernel[0, 0, start:start + array.shape[-1]].astype(array.dtype)

@@ -78,6 +78,25 @@ def test_pointwise_conv_of_parts_is_the_conv_of_their_concatenation(stride):
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
 
 
+def test_channel_product_in_place_derivatives_are_matrix_products():
+  """``channel_product_in_place`` is a 1x1 convolution forward; its derivatives (reverse and
+  forward mode) are those of the matrix product, and the gradient program has no convolution
+  left (XLA would run the kernel gradient of a 1x1 convolution through Eigen's convolution)."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 6)), jnp.float32)
+  rows = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+  product = lambda x, rows: jnp.einsum("nhwc,co->nhwo", x, rows)
+  loss = lambda f: lambda x, rows: jnp.sum(jnp.sin(f(x, rows)))
+  for got, want in zip(jax.grad(loss(layers.channel_product_in_place), (0, 1))(x, rows),
+                       jax.grad(loss(product), (0, 1))(x, rows)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  tangents = (jnp.ones_like(x), jnp.ones_like(rows))
+  np.testing.assert_allclose(np.asarray(jax.jvp(layers.channel_product_in_place, (x, rows), tangents)[1]),
+                             np.asarray(jax.jvp(product, (x, rows), tangents)[1]), rtol=1e-5, atol=1e-5)
+  hlo = jax.jit(jax.grad(loss(layers.channel_product_in_place), (0, 1))).lower(x, rows).compile().as_text()
+  assert " convolution(" not in hlo
+
+
 # Rows: parts (channels, size) -> the conv's input size; kernel, stride, padding, dilation,
 # align_corners. Upsampled parts (2x, 4x, non-whole factor, from one pixel as after a global
 # pool) convolved at their own size, a part at the input size and a downsampled one through the

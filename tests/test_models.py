@@ -214,6 +214,28 @@ def test_depthwise_training_holds_one_padded_buffer_not_two():
   assert temp <= padded_bytes + 4 * x_bytes, (temp, padded_bytes, x_bytes)
 
 
+def test_batchnorm_and_relu_before_a_1x1_conv_overwrite_the_conv_output():
+  """A FCN head's end in inference (3x3 ConvModule with BN and ReLU, then the 1x1 ``conv_seg``,
+  ``in_place`` as ``BaseDecodeHead.cls_seg`` builds it): BN and ReLU write over the convolution's
+  output, so XLA's scratch memory holds one feature map and the product, not two feature maps
+  (a plain ``PointwiseConv``: 8.0 MiB here against this bound of 4.6 MiB; ERFNet's head at
+  512x1024 wrote a second 64 MB map per image)."""
+  from segjax import layers, xla_flags
+  conv = layers.conv_module(128, 3, 1, 1, norm_cfg=BN, act_cfg=layers.RELU)
+  conv_seg = layers.PointwiseConv(19, (1, 1), True, layers.kaiming_fan_out, in_place=True)
+  x = jax.ShapeDtypeStruct((1, 64, 128, 16), jnp.float32)
+  conv_vars = jax.eval_shape(lambda: conv.init(jax.random.PRNGKey(0), jnp.zeros(x.shape)))
+  seg_vars = jax.eval_shape(lambda: conv_seg.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 128, 128))))
+
+  def head(conv_vars, seg_vars, x):
+    return conv_seg.apply(seg_vars, conv.apply(conv_vars, x, False))
+
+  temp = jax.jit(head, compiler_options=xla_flags.memory_options()).lower(conv_vars, seg_vars, x) \
+      .compile().memory_analysis().temp_size_in_bytes
+  feature_bytes, product_bytes = 64 * 128 * 128 * 4, 64 * 128 * 19 * 4
+  assert temp <= feature_bytes + product_bytes, (temp, feature_bytes)
+
+
 def test_memory_options_evaluate_parallel_branches_one_at_a_time():
   """Three dilated depthwise branches, each followed by a 1x1 product (DeepLabV3+'s ASPP, its
   dilations halved for a 32x32 map): with segjax's memory compiler options XLA finishes a branch

@@ -125,12 +125,13 @@ class BaseDecodeHead(nn.Module):
     return layers.stochastic(self, train)
 
   def cls_seg(self, x, train: bool):
-    """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01)."""
+    """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01).
+    In inference the BatchNorm and ReLU before it write over their input (``in_place``)."""
     if self.dropout_ratio > 0:
       x = nn.Dropout(self.dropout_ratio, broadcast_dims=(1, 2),
                      deterministic=not self.stochastic(train), name="dropout")(x)
-    return layers.conv2d(self.num_outputs, 1, kernel_init=nn.initializers.normal(0.01),
-                         name="conv_seg")(x)
+    return layers.PointwiseConv(self.num_outputs, (1, 1), True, nn.initializers.normal(0.01),
+                                in_place=True, name="conv_seg")(x)
 
 
 class BaseCascadeDecodeHead(BaseDecodeHead):
