@@ -216,7 +216,7 @@ def test_depthwise_training_holds_one_padded_buffer_not_two():
 
 def test_batchnorm_and_relu_before_a_1x1_conv_overwrite_the_conv_output():
   """A FCN head's end in inference (3x3 ConvModule with BN and ReLU, then the 1x1 ``conv_seg``,
-  ``in_place`` as ``BaseDecodeHead.cls_seg`` builds it): BN and ReLU write over the convolution's
+  ``in_place`` as ``BaseDecodeHead.classifier`` builds it): BN and ReLU write over the convolution's
   output, so XLA's scratch memory holds one feature map and the product, not two feature maps
   (a plain ``PointwiseConv``: 8.0 MiB here against this bound of 4.6 MiB; ERFNet's head at
   512x1024 wrote a second 64 MB map per image)."""

@@ -137,5 +137,4 @@ class ANNHead(BaseDecodeHead):
     out = self.conv(self.channels, 3, 1)(name="bottleneck")(dropout(out), train)
     out = APNB(self.project_channels, self.channels, tuple(self.query_scales), tuple(self.key_pool_scales),
                self.norm_cfg, self.act, name="context")(out, train)
-    return layers.conv2d(self.num_outputs, 1, kernel_init=nn.initializers.normal(0.01),
-                         name="conv_seg")(dropout(out))
+    return self.classifier()(dropout(out))

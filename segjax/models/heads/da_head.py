@@ -66,8 +66,7 @@ class DAHead(BaseDecodeHead):
     cam_feat = self.conv(self.channels, 3, 1)(name="cam_out_conv")(cam_feat, train)
     cam_out = layers.conv2d(self.num_classes, 1, name="cam_conv_seg")(dropout(cam_feat))
 
-    pam_cam_out = layers.conv2d(self.num_outputs, 1, kernel_init=nn.initializers.normal(0.01),
-                                name="conv_seg")(dropout(pam_feat + cam_feat))
+    pam_cam_out = self.classifier()(dropout(pam_feat + cam_feat))
     return pam_cam_out, pam_out, cam_out
 
   def forward_test(self, inputs, test_cfg=None, prev_output=None, train: bool = False):

@@ -124,14 +124,18 @@ class BaseDecodeHead(nn.Module):
     """Whether dropout-like layers are active (``layers.stochastic``)."""
     return layers.stochastic(self, train)
 
+  def classifier(self) -> layers.PointwiseConv:
+    """The 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01). In inference the BatchNorm and
+    ReLU before it write over their input (``in_place``)."""
+    return layers.PointwiseConv(self.num_outputs, (1, 1), True, nn.initializers.normal(0.01),
+                                in_place=True, name="conv_seg")
+
   def cls_seg(self, x, train: bool):
-    """Dropout2d (whole channels) then the 1x1 ``conv_seg``; mmseg initialises it N(0, 0.01).
-    In inference the BatchNorm and ReLU before it write over their input (``in_place``)."""
+    """Dropout2d (whole channels) then the ``classifier``."""
     if self.dropout_ratio > 0:
       x = nn.Dropout(self.dropout_ratio, broadcast_dims=(1, 2),
                      deterministic=not self.stochastic(train), name="dropout")(x)
-    return layers.PointwiseConv(self.num_outputs, (1, 1), True, nn.initializers.normal(0.01),
-                                in_place=True, name="conv_seg")(x)
+    return self.classifier()(x)
 
 
 class BaseCascadeDecodeHead(BaseDecodeHead):
