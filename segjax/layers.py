@@ -334,7 +334,7 @@ class Resized(NamedTuple):
   (``mode='nearest'``) left for a convolution to compute.
 
   Given among the parts of a convolution's input (``ConvModule``, ``PointwiseConv``,
-  ``ConcatConv``), ``x`` is multiplied by its rows of the kernel at ``x``'s own size and the
+  ``Conv``), ``x`` is multiplied by its rows of the kernel at ``x``'s own size and the
   product is interpolated: the resize and the product over channels are linear maps on different
   axes, so they commute, and the product runs on (size / x's size)^2 fewer pixels. UPerHead's
   3x3 ``fpn_bottleneck`` over Swin-T's four levels (2048 -> 512 channels at 128x128, three of
@@ -367,9 +367,102 @@ def _shifted_interpolation(in_size: int, out_size: int, align_corners: bool, tap
   return np.where(inside[..., None], interp[np.clip(rows, 0, out_size - 1)], real(0))
 
 
-def _conv_nhwc(x, kernel, strides, padding, dilation):
+def _conv_direct(x, kernel, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1)):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_nhwc(x, kernel, strides, padding, dilation):
+  """``lax.conv_general_dilated`` (NHWC, HWIO); ``conv3x3`` where that computes it faster."""
+  kh, kw, channels, features = kernel.shape
+  if ((kh, kw) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
+      and tuple(map(tuple, padding)) == ((1, 1), (1, 1))
+      and min(channels, features) >= _WINOGRAD_MIN_CHANNELS
+      and x.shape[1] * x.shape[2] >= _WINOGRAD_MIN_PIXELS and x.dtype in (jnp.float32, jnp.float64)):
+    return conv3x3(x, kernel)
+  return _conv_direct(x, kernel, strides, padding, dilation)
+
+
+# Winograd's F(2x2, 3x3) (Lavin and Gray, 2016): each 2x2 output tile from a 4x4 input tile with
+# 16 products per channel pair instead of 36. The transforms G g G^T, B^T d B and A^T m A are
+# written out as sums (_winograd_kernel_rows, _winograd_tile_rows, _winograd_output_rows), which
+# XLA fuses into single passes.
+# Where it measured faster than XLA's CPU convolution (experiments/bench/README.md): narrower
+# products and smaller maps (whose kernel transform is not paid back) ran slower.
+_WINOGRAD_MIN_CHANNELS = 64
+_WINOGRAD_MIN_PIXELS = 512
+# Input tiles transformed per step: the two 16-plane buffers of a step (transformed tiles and
+# their products) stay in malloc's heap (under its 32 MB mmap threshold) and are reused; the
+# whole map at once was faulted in anew per call (experiments/bench/README.md).
+_WINOGRAD_STEP_BYTES = 8 << 20
+
+
+def _winograd_kernel_rows(kernel, axis: int):
+  """G g along ``axis`` of the kernel (3 -> 4), the four rows stacked first."""
+  g0, g1, g2 = (jax.lax.index_in_dim(kernel, k, axis, keepdims=False) for k in range(3))
+  return jnp.stack([g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2])
+
+
+def _winograd_tile_rows(a, axis: int, tiles: int):
+  """B^T d along ``axis`` of ``tiles`` 4-row input tiles at stride 2: (4, ...)."""
+  d = [jax.lax.slice_in_dim(a, k, k + 2 * tiles - 1, 2, axis) for k in range(4)]
+  return jnp.stack([d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]])
+
+
+def _winograd_output_rows(m, axis: int, stack_axis: int):
+  """A^T m along ``axis`` (4 -> 2), the two output rows stacked at ``stack_axis``."""
+  m0, m1, m2, m3 = (jax.lax.index_in_dim(m, k, axis, keepdims=False) for k in range(4))
+  return jnp.stack([m0 + m1 + m2, m1 - m2 - m3], stack_axis)
+
+
+def _conv3x3_winograd(x, kernel):
+  n, h, w, channels = x.shape
+  features = kernel.shape[-1]
+  tiles_h, tiles_w = -(-h // 2), -(-w // 2)
+  step_bytes = 16 * tiles_w * max(channels, features) * x.dtype.itemsize
+  rows = max(1, min(tiles_h, _WINOGRAD_STEP_BYTES // step_bytes))  # tile rows per step
+  steps = -(-tiles_h // rows)
+  u = _winograd_kernel_rows(_winograd_kernel_rows(kernel, 0), 1).reshape(16, channels, features)  # [col][row]
+  span = 2 * rows + 2  # input rows of a step's tiles, one above and below included
+
+  def tile_rows(i):
+    # The step's rows of the zero-padded map, cut from x itself: a padded copy of a whole wide
+    # map (PSPNet's 2048-channel bottleneck input) would cost more memory than the steps save.
+    image, first = i // steps, 2 * rows * (i % steps) - 1
+    start = jnp.clip(first, 0, max(h - span, 0))
+    d = jax.lax.dynamic_slice(x, (image, start, 0, 0), (1, min(span, h), w, channels))[0]
+    wanted = first + jnp.arange(span)
+    d = jnp.where(((wanted >= 0) & (wanted < h))[:, None, None],
+                  jnp.take(d, jnp.clip(wanted - start, 0, d.shape[0] - 1), axis=0), 0)
+    d = jnp.pad(d, ((0, 0), (1, 2 * tiles_w + 1 - w), (0, 0)))
+    v = _winograd_tile_rows(_winograd_tile_rows(d, 0, rows), 2, tiles_w)  # (4 col, 4 row, rows, tiles_w, c)
+    m = jax.lax.dot_general(v.reshape(16, rows * tiles_w, channels), u, (((2,), (1,)), ((0,), (0,))))
+    m = _winograd_output_rows(m.reshape(4, 4, rows, tiles_w, features), 1, 2)  # (4 col, rows, 2, tiles_w, o)
+    return _winograd_output_rows(m, 0, 3).reshape(2 * rows, 2 * tiles_w, features)
+
+  out = jax.lax.map(tile_rows, jnp.arange(n * steps))
+  return out.reshape(n, 2 * steps * rows, 2 * tiles_w, features)[:, :h, :w]
+
+
+@jax.custom_jvp
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3 convolution, stride 1, padding 1 (NHWC, HWIO): on CPU by Winograd's F(2x2, 3x3).
+
+  XLA's CPU convolution runs at its matrix-product speed, so fewer products are the one way to
+  a faster one: F(2x2, 3x3) takes 16 products of (tiles, C_in) x (C_in, C_out) matrices per
+  2x2 output tile, against 36 multiply-adds per channel pair directly. 0.56-0.77x of the direct
+  time for 64-512 channels on maps of 24x32 to 256x512 (experiments/bench/README.md). Its
+  rounding stays near the direct sum's (the transforms add, subtract and halve;
+  tests/test_layers.py, tests/test_oracle_models.py). Other platforms (and the derivatives,
+  through the rule below) keep the direct convolution.
+  """
+  return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_winograd, default=_conv_direct)
+
+
+@conv3x3.defjvp
+def _conv3x3_jvp(primals, tangents):
+  (x, kernel), (x_dot, kernel_dot) = primals, tangents
+  return conv3x3(x, kernel), _conv_direct(x_dot, kernel) + _conv_direct(x, kernel_dot)
 
 
 def _conv_resized(part: Resized, kernel, strides, padding, dilation):
@@ -457,11 +550,12 @@ def _interleave_phases(rows, size) -> jax.Array:
   return grid.reshape(n, full_h * s_h, full_w * s_w, channels)[:, :size[0], :size[1]]
 
 
-class ConcatConv(nn.Module):
-  """``nn.Conv`` over the channel concatenation of a list of parts (arrays or ``Resized``),
-  never made: the convolutions of the parts with their slices of the kernel are summed, a
-  ``Resized`` part's at its own size where that is cheaper (``Resized``). Same parameters as
-  ``nn.Conv`` (kernel (kh, kw, C_in, C_out)), so checkpoints convert unchanged."""
+class Conv(nn.Module):
+  """``nn.Conv`` (NHWC, explicit padding) by ``_conv_nhwc``, over ``x`` or the channel
+  concatenation of a list of parts (arrays or ``Resized``), never made: the convolutions of the
+  parts with their slices of the kernel are summed, a ``Resized`` part's at its own size where
+  that is cheaper (``Resized``). Same parameters as ``nn.Conv`` (kernel (kh, kw, C_in, C_out)),
+  so checkpoints convert unchanged."""
   features: int
   kernel_size: tuple
   strides: tuple
@@ -471,7 +565,8 @@ class ConcatConv(nn.Module):
   kernel_init: Any
 
   @nn.compact
-  def __call__(self, parts):
+  def __call__(self, x):
+    parts = list(x) if isinstance(x, list) else [x]
     channels = sum(_array(part).shape[-1] for part in parts)
     kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, channels, self.features), jnp.float32)
     dtype = jnp.result_type(*map(_array, parts), kernel)
@@ -624,22 +719,18 @@ def conv2d(features: int, kernel_size, stride=1, padding=0, dilation=1, groups=1
 
   Grouped (and so depthwise) convs are a GroupedConv and unpadded 1x1 convs a PointwiseConv
   (faster on CPU). ``parts``: the conv is given a list of parts for their channel concatenation
-  (``ConcatConv``; ``PointwiseConv`` takes either).
+  (``Conv`` and ``PointwiseConv`` take either; a grouped conv does not).
   """
   ph, pw = _pair(padding)
   if _pair(kernel_size) == (1, 1) and (ph, pw) == (0, 0) and groups == 1:
     return PointwiseConv(features, _pair(stride), use_bias, kernel_init, name=name)
-  if parts:
-    if groups > 1:
-      raise ValueError(f"conv2d: a list of parts goes to a conv with groups=1, not groups={groups}")
-    return ConcatConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)), _pair(dilation),
-                      use_bias, kernel_init, name=name)
+  if parts and groups > 1:
+    raise ValueError(f"conv2d: a list of parts goes to a conv with groups=1, not groups={groups}")
   if groups > 1:
     return GroupedConv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)),
                        _pair(dilation), groups, use_bias, kernel_init, name=name)
-  return nn.Conv(features, _pair(kernel_size), strides=_pair(stride),
-                 padding=((ph, ph), (pw, pw)), kernel_dilation=_pair(dilation),
-                 use_bias=use_bias, kernel_init=kernel_init, name=name)
+  return Conv(features, _pair(kernel_size), _pair(stride), ((ph, ph), (pw, pw)), _pair(dilation),
+              use_bias, kernel_init, name=name)
 
 
 def _channel_sum(x2d: jax.Array) -> jax.Array:
@@ -801,7 +892,7 @@ class ConvModule(nn.Module):
   """mmcv ``ConvModule``: conv (named ``conv``) -> norm (``bn``/``gn``/``ln``) -> activation.
 
   ``bias='auto'`` follows mmcv: a conv followed by a norm has no bias. ``x`` may be a list of
-  parts (arrays or ``Resized``) for their channel concatenation (``ConcatConv``,
+  parts (arrays or ``Resized``) for their channel concatenation (``Conv``,
   ``PointwiseConv``).
   """
   features: int

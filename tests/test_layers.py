@@ -97,6 +97,55 @@ def test_channel_product_in_place_derivatives_are_matrix_products():
   assert " convolution(" not in hlo
 
 
+# Odd sizes (the last tile row and column lie half outside the map), a batch of two; then several
+# steps per image with the last one partly past the map (small steps forced).
+@pytest.mark.parametrize("shape,features,step_bytes", [((2, 45, 67, 64), 96, None), ((1, 30, 41, 8), 5, 45_000)])
+def test_conv3x3_is_as_close_to_the_exact_convolution_as_the_direct_one(shape, features, step_bytes, monkeypatch):
+  """Winograd's F(2x2, 3x3) against PyTorch's float64 convolution: its float32 error is within
+  2x that of PyTorch's float32 convolution, and in float64 it is exact to float64 rounding."""
+  if step_bytes:
+    monkeypatch.setattr(layers, "_WINOGRAD_STEP_BYTES", step_bytes)
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=shape)
+  kernel = rng.normal(size=(3, 3, shape[-1], features)) / math.sqrt(9 * shape[-1])
+  torch_conv = lambda x, kernel: F.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                          torch.from_numpy(kernel.transpose(3, 2, 0, 1)),
+                                          padding=1).numpy().transpose(0, 2, 3, 1)
+  exact = torch_conv(x, kernel)
+  direct_error = np.abs(torch_conv(x.astype(np.float32), kernel.astype(np.float32)) - exact).max()
+  got = layers.conv3x3(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32))
+  assert np.abs(np.asarray(got) - exact).max() <= 2 * direct_error
+  with jax.enable_x64(True):
+    np.testing.assert_allclose(np.asarray(layers.conv3x3(jnp.asarray(x), jnp.asarray(kernel))), exact,
+                               rtol=0, atol=1e-12)
+
+
+def test_conv3x3_derivatives_are_the_direct_convolutions():
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, 9, 11, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+  direct = lambda x, kernel: jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  cotangent = jnp.asarray(rng.normal(size=(2, 9, 11, 5)), jnp.float32)
+  loss = lambda f: lambda x, kernel: jnp.sum(f(x, kernel) * cotangent)
+  for got, want in zip(jax.grad(loss(layers.conv3x3), (0, 1))(x, kernel), jax.grad(loss(direct), (0, 1))(x, kernel)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+  tangents = (jnp.ones_like(x), jnp.ones_like(kernel))
+  np.testing.assert_allclose(np.asarray(jax.jvp(layers.conv3x3, (x, kernel), tangents)[1]),
+                             np.asarray(jax.jvp(direct, (x, kernel), tangents)[1]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,dilation,winograd", [(64, 1, True), (32, 1, False), (64, 2, False)])
+def test_conv2d_takes_winograd_where_it_pays(channels, dilation, winograd):
+  """3x3, stride 1, padding 1, at least 64 channels in and out on a map of 512 pixels or more:
+  no convolution is left in the compiled program; narrower or dilated ones stay convolutions."""
+  conv = layers.conv2d(64, 3, 1, dilation, dilation)
+  x = jnp.ones((1, 32, 64, channels), jnp.float32)
+  variables = conv.init(jax.random.PRNGKey(0), x)
+  hlo = jax.jit(conv.apply).lower(variables, x).compile().as_text()
+  assert (" convolution(" not in hlo) == winograd
+
+
 # Rows: parts (channels, size) -> the conv's input size; kernel, stride, padding, dilation,
 # align_corners. Upsampled parts (2x, 4x, non-whole factor, from one pixel as after a global
 # pool) convolved at their own size, a part at the input size and a downsampled one through the

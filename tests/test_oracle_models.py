@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ORACLE, fast_jit, require
+from segjax import layers
 from segjax.convert import CheckpointMismatchError, convert_checkpoint, convert_state_dict, load_torch_checkpoint
 from segjax.models import build_segmentor
 from segjax.models.heads.point_head import given_points
@@ -278,6 +279,26 @@ def test_training_losses_match(case):
   truth, _ = parse_losses(exact)
   allowed = max(2 * abs(expected["total_loss"] - float(truth)), LOSS_RTOL * abs(float(truth)))
   assert abs(float(total) - float(truth)) <= allowed
+
+
+@pytest.mark.parametrize("name", ["stdc1", "fcn_hr18"])
+def test_float32_faithful_with_every_3x3_convolution_by_winograd(name, monkeypatch):
+  """At real size the wide 3x3 convolutions on large maps run by Winograd's F(2x2, 3x3)
+  (``layers.conv3x3``); the oracle's small models on small inputs would not reach it. With the
+  thresholds lowered to 1 every 3x3 stride-1 convolution takes it, and segjax's float32 logits
+  still lie within 2x mmseg's own float32 distance to the float64 truth."""
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 1)
+  taken = []
+  winograd = layers._conv3x3_winograd
+  monkeypatch.setattr(layers, "_conv3x3_winograd", lambda x, kernel: taken.append(x.shape) or winograd(x, kernel))
+  d, model = build_case(name)
+  x = nhwc(np.load(os.path.join(d, "input.npy")))
+  variables = convert_checkpoint(os.path.join(d, "model.pth"), model, x.shape)
+  logits = np.asarray(fast_jit(lambda v, x: model.apply(v, x, mode="encode_decode"))(variables, x))
+  assert len(taken) >= 5  # input shapes that took it (each traced once)
+  truth = reference(d, "logits64")
+  assert np.abs(logits - truth).max() <= 2 * np.abs(reference(d, "logits") - truth).max()
 
 
 def test_mismatched_checkpoint_names_the_keys():
