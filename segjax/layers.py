@@ -391,8 +391,8 @@ def _conv_nhwc(x, kernel, strides, padding, dilation):
 # products and smaller maps (whose kernel transform is not paid back) ran slower.
 _WINOGRAD_MIN_CHANNELS = 64
 _WINOGRAD_MIN_PIXELS = 512
-# Input tiles transformed per step: the two 16-plane buffers of a step (transformed tiles and
-# their products) stay in malloc's heap (under its 32 MB mmap threshold) and are reused; the
+# Input tiles transformed per step (over the batch): the two 16-plane buffers of a step
+# (transformed tiles and their products) stay in malloc's heap (under its 32 MB mmap threshold) and are reused; the
 # whole map at once was faulted in anew per call (experiments/bench/README.md).
 _WINOGRAD_STEP_BYTES = 8 << 20
 
@@ -419,29 +419,32 @@ def _conv3x3_winograd(x, kernel):
   n, h, w, channels = x.shape
   features = kernel.shape[-1]
   tiles_h, tiles_w = -(-h // 2), -(-w // 2)
-  step_bytes = 16 * tiles_w * max(channels, features) * x.dtype.itemsize
-  rows = max(1, min(tiles_h, _WINOGRAD_STEP_BYTES // step_bytes))  # tile rows per step
+  row_bytes = 16 * n * tiles_w * max(channels, features) * x.dtype.itemsize
+  rows = max(1, min(tiles_h, _WINOGRAD_STEP_BYTES // row_bytes))  # tile rows per step
   steps = -(-tiles_h // rows)
   u = _winograd_kernel_rows(_winograd_kernel_rows(kernel, 0), 1).reshape(16, channels, features)  # [col][row]
   span = 2 * rows + 2  # input rows of a step's tiles, one above and below included
 
-  def tile_rows(i):
-    # The step's rows of the zero-padded map, cut from x itself: a padded copy of a whole wide
+  # Each step takes a band of tile rows across the whole batch, so a batch-sharded x stays
+  # sharded (stepping through images would gather them all on every device).
+  def step(i, out):
+    # The band's rows of the zero-padded map, cut from x itself: a padded copy of a whole wide
     # map (PSPNet's 2048-channel bottleneck input) would cost more memory than the steps save.
-    image, first = i // steps, 2 * rows * (i % steps) - 1
+    first = 2 * rows * i - 1
     start = jnp.clip(first, 0, max(h - span, 0))
-    d = jax.lax.dynamic_slice(x, (image, start, 0, 0), (1, min(span, h), w, channels))[0]
+    d = jax.lax.dynamic_slice_in_dim(x, start, min(span, h), 1)
     wanted = first + jnp.arange(span)
     d = jnp.where(((wanted >= 0) & (wanted < h))[:, None, None],
-                  jnp.take(d, jnp.clip(wanted - start, 0, d.shape[0] - 1), axis=0), 0)
-    d = jnp.pad(d, ((0, 0), (1, 2 * tiles_w + 1 - w), (0, 0)))
-    v = _winograd_tile_rows(_winograd_tile_rows(d, 0, rows), 2, tiles_w)  # (4 col, 4 row, rows, tiles_w, c)
-    m = jax.lax.dot_general(v.reshape(16, rows * tiles_w, channels), u, (((2,), (1,)), ((0,), (0,))))
-    m = _winograd_output_rows(m.reshape(4, 4, rows, tiles_w, features), 1, 2)  # (4 col, rows, 2, tiles_w, o)
-    return _winograd_output_rows(m, 0, 3).reshape(2 * rows, 2 * tiles_w, features)
+                  jnp.take(d, jnp.clip(wanted - start, 0, d.shape[1] - 1), axis=1), 0)
+    d = jnp.pad(d, ((0, 0), (0, 0), (1, 2 * tiles_w + 1 - w), (0, 0)))
+    v = _winograd_tile_rows(_winograd_tile_rows(d, 1, rows), 3, tiles_w)  # (4 col, 4 row, n, rows, tiles_w, c)
+    m = jax.lax.dot_general(v.reshape(16, n * rows * tiles_w, channels), u, (((2,), (1,)), ((0,), (0,))))
+    m = _winograd_output_rows(m.reshape(4, 4, n, rows, tiles_w, features), 1, 3)  # (4 col, n, rows, 2, tiles_w, o)
+    y = _winograd_output_rows(m, 0, 4).reshape(n, 2 * rows, 2 * tiles_w, features)
+    return jax.lax.dynamic_update_slice_in_dim(out, y, 2 * rows * i, 1)
 
-  out = jax.lax.map(tile_rows, jnp.arange(n * steps))
-  return out.reshape(n, 2 * steps * rows, 2 * tiles_w, features)[:, :h, :w]
+  out = jnp.zeros((n, 2 * steps * rows, 2 * tiles_w, features), x.dtype)
+  return jax.lax.fori_loop(0, steps, step, out)[:, :h, :w]
 
 
 @jax.custom_jvp

@@ -31,6 +31,33 @@ def test_sharded_step_equals_single_device_step():
   assert out["batch_stats"] < 1e-5
 
 
+WINOGRAD_ON_TWO_DEVICES = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from segjax import layers
+mesh = Mesh(np.asarray(jax.devices()), ("data",))
+x = np.random.default_rng(0).normal(size=(4, 32, 40, 64)).astype(np.float32)
+kernel = np.random.default_rng(1).normal(size=(3, 3, 64, 64)).astype(np.float32) / 24
+batch = NamedSharding(mesh, P("data"))
+conv = jax.jit(layers.conv3x3, out_shardings=batch)
+compiled = conv.lower(jax.device_put(x, batch), jax.device_put(kernel, NamedSharding(mesh, P()))).compile()
+out = compiled(jax.device_put(x, batch), jax.device_put(kernel, NamedSharding(mesh, P())))
+print(len(jax.devices()), any(op in compiled.as_text() for op in ("all-gather", "all-to-all", "collective-permute")),
+      float(np.abs(np.asarray(out) - np.asarray(jax.jit(layers.conv3x3)(x, kernel))).max()))
+"""
+
+
+def test_winograd_convolution_keeps_a_sharded_batch_on_its_devices():
+  """``layers.conv3x3`` steps through tile rows, each step over the whole batch, so a
+  batch-sharded input stays sharded: no device gathers the others' images."""
+  r = subprocess.run([sys.executable, "-c", WINOGRAD_ON_TWO_DEVICES], cwd=ROOT, env=_env(2),
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  devices, communicates, difference = r.stdout.split()
+  assert devices == "2" and communicates == "False"
+  assert float(difference) <= 1e-5
+
+
 TINY = ["--config.model.backbone.base_channels=8", "--config.model.backbone.stem_channels=8",
         "--config.model.decode_head.in_channels=64", "--config.model.decode_head.channels=16",
         "--config.model.auxiliary_head.in_channels=32", "--config.model.auxiliary_head.channels=8",

@@ -97,9 +97,9 @@ def test_channel_product_in_place_derivatives_are_matrix_products():
   assert " convolution(" not in hlo
 
 
-# Odd sizes (the last tile row and column lie half outside the map), a batch of two; then several
-# steps per image with the last one partly past the map (small steps forced).
-@pytest.mark.parametrize("shape,features,step_bytes", [((2, 45, 67, 64), 96, None), ((1, 30, 41, 8), 5, 45_000)])
+# Odd sizes (the last tile row and column lie half outside the map), a batch of two in one step;
+# then several steps over the batch with the last one partly past the map (small steps forced).
+@pytest.mark.parametrize("shape,features,step_bytes", [((2, 45, 67, 64), 96, None), ((2, 30, 41, 8), 5, 45_000)])
 def test_conv3x3_is_as_close_to_the_exact_convolution_as_the_direct_one(shape, features, step_bytes, monkeypatch):
   """Winograd's F(2x2, 3x3) against PyTorch's float64 convolution: its float32 error is within
   2x that of PyTorch's float32 convolution, and in float64 it is exact to float64 rounding."""

@@ -7,6 +7,7 @@ subclasses that fix classes, palette, suffixes and ``reduce_zero_label``.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -460,6 +461,9 @@ class FaceOccludedDataset(CustomDataset):
                   "('Occlusion-aware Face Dataset') describes")
 
 
+_OPENING_PACKED_SOURCE = threading.Lock()
+
+
 class PackedDataset(CustomDataset):
   """A dataset written by ``tools/pack_dataset.py`` (``segjax.data.packed``): TFDS array_record
   shards holding the original files, read by random access; ``path`` is the folder with
@@ -493,8 +497,13 @@ class PackedDataset(CustomDataset):
 
   def _record(self, idx: int) -> dict:
     if getattr(self, "_source", None) is None:
-      from segjax.data import packed
-      self._source, _ = packed.open_split(self.path, self.packed_split)
+      # A grain worker's prefetch threads all arrive here first: one imports TFDS and opens the
+      # source. Concurrent first imports of TFDS deadlocked in its lazy imports (Python 3.11's
+      # functools.cached_property lock against the import lock; a test run hung on it).
+      with _OPENING_PACKED_SOURCE:
+        if getattr(self, "_source", None) is None:
+          from segjax.data import packed
+          self._source, _ = packed.open_split(self.path, self.packed_split)
     return self._source[idx]
 
   def file_name(self, idx: int, kind: str) -> str:
