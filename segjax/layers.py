@@ -367,7 +367,7 @@ def _shifted_interpolation(in_size: int, out_size: int, align_corners: bool, tap
   return np.where(inside[..., None], interp[np.clip(rows, 0, out_size - 1)], real(0))
 
 
-def _conv_direct(x, kernel, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1)):
+def _conv_direct(x, kernel, strides, padding, dilation):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -392,9 +392,10 @@ def _conv_nhwc(x, kernel, strides, padding, dilation):
 _WINOGRAD_MIN_CHANNELS = 64
 _WINOGRAD_MIN_PIXELS = 512
 # Input tiles transformed per step (over the batch): the two 16-plane buffers of a step
-# (transformed tiles and their products) stay in malloc's heap (under its 32 MB mmap threshold) and are reused; the
-# whole map at once was faulted in anew per call (experiments/bench/README.md).
+# (transformed tiles and their products) stay in malloc's heap (under its 32 MB mmap threshold)
+# and are reused; the whole map at once was faulted in anew per call (experiments/bench/README.md).
 _WINOGRAD_STEP_BYTES = 8 << 20
+_conv3x3_direct = functools.partial(_conv_direct, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1))
 
 
 def _winograd_kernel_rows(kernel, axis: int):
@@ -453,19 +454,19 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
   XLA's CPU convolution runs at its matrix-product speed, so fewer products are the one way to
   a faster one: F(2x2, 3x3) takes 16 products of (tiles, C_in) x (C_in, C_out) matrices per
-  2x2 output tile, against 36 multiply-adds per channel pair directly. 0.56-0.77x of the direct
-  time for 64-512 channels on maps of 24x32 to 256x512 (experiments/bench/README.md). Its
+  2x2 output tile, against 36 multiply-adds per channel pair directly. 0.56-0.84x of the direct
+  time for 64-2048 channels on maps of 16x32 to 256x512 (experiments/bench/README.md). Its
   rounding stays near the direct sum's (the transforms add, subtract and halve;
   tests/test_layers.py, tests/test_oracle_models.py). Other platforms (and the derivatives,
   through the rule below) keep the direct convolution.
   """
-  return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_winograd, default=_conv_direct)
+  return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_winograd, default=_conv3x3_direct)
 
 
 @conv3x3.defjvp
 def _conv3x3_jvp(primals, tangents):
   (x, kernel), (x_dot, kernel_dot) = primals, tangents
-  return conv3x3(x, kernel), _conv_direct(x_dot, kernel) + _conv_direct(x, kernel_dot)
+  return conv3x3(x, kernel), _conv3x3_direct(x_dot, kernel) + _conv3x3_direct(x, kernel_dot)
 
 
 def _conv_resized(part: Resized, kernel, strides, padding, dilation):

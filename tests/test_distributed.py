@@ -39,9 +39,9 @@ mesh = Mesh(np.asarray(jax.devices()), ("data",))
 x = np.random.default_rng(0).normal(size=(4, 32, 40, 64)).astype(np.float32)
 kernel = np.random.default_rng(1).normal(size=(3, 3, 64, 64)).astype(np.float32) / 24
 batch = NamedSharding(mesh, P("data"))
-conv = jax.jit(layers.conv3x3, out_shardings=batch)
-compiled = conv.lower(jax.device_put(x, batch), jax.device_put(kernel, NamedSharding(mesh, P()))).compile()
-out = compiled(jax.device_put(x, batch), jax.device_put(kernel, NamedSharding(mesh, P())))
+args = jax.device_put(x, batch), jax.device_put(kernel, NamedSharding(mesh, P()))
+compiled = jax.jit(layers.conv3x3, out_shardings=batch).lower(*args).compile()
+out = compiled(*args)
 print(len(jax.devices()), any(op in compiled.as_text() for op in ("all-gather", "all-to-all", "collective-permute")),
       float(np.abs(np.asarray(out) - np.asarray(jax.jit(layers.conv3x3)(x, kernel))).max()))
 """
